@@ -1,0 +1,227 @@
+"""Command line: `firedetd run | check-config | config-doc | demo-receiver | build-engine | bench | eval | train ...`.
+
+Every FiredetdError becomes one line on stderr and its exit code (2 when the process cannot go on);
+`--debug` shows the traceback too.
+"""
+
+import argparse
+import copy
+import logging
+import os
+import sys
+
+from . import __version__
+from .errors import EXIT_FAILURE, EXIT_USAGE, ConfigError, FiredetdError
+
+log = logging.getLogger("firedetd")
+
+
+# ---------------------------------------------------------------------------- config + overrides
+
+def add_config_arguments(parser):
+    parser.add_argument("-c", "--config", help="YAML config file (default: built-in defaults: the shipped model on "
+                                               "the bundled sample video)")
+    parser.add_argument("--source", metavar="URI", help="watch this one source instead of the config's cameras "
+                                                        "(csi://0, v4l2:///dev/video0, rtsp://..., file://..., test://)")
+    parser.add_argument("--loop", action="store_true", help="with a file:// --source: loop it")
+    parser.add_argument("--webhook", metavar="URL", action="append", default=[], help="add a webhook sink (repeatable)")
+    parser.add_argument("--metrics-addr", metavar="HOST:PORT", help="where /metrics and /healthz listen "
+                                                                    "(default 127.0.0.1:9108)")
+    parser.add_argument("--engine", choices=("auto", "onnxruntime", "tensorrt"), help="inference backend")
+    parser.add_argument("--state-dir", help="outbox and engine cache directory")
+    parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+
+
+def apply_overrides(raw, args):
+    """The command-line overrides, applied to the parsed YAML before validation."""
+    raw = copy.deepcopy(raw) if raw else {}
+    if not isinstance(raw, dict):
+        return raw  # validation reports the wrong top-level type
+    if args.source:
+        cameras = raw.get("cameras") or []
+        name = cameras[0].get("name", "cam0") if cameras and isinstance(cameras[0], dict) else "cam0"
+        source = {"uri": args.source}
+        if getattr(args, "loop", False):
+            source["loop"] = True
+        raw["cameras"] = [{"name": name, "source": source}]
+    if args.webhook:
+        alerts = raw.setdefault("alerts", {}) or {}
+        raw["alerts"] = alerts
+        hooks = list(alerts.get("webhooks") or [])
+        hooks.extend({"url": url, "name": "cli%d" % i} for i, url in enumerate(args.webhook))
+        alerts["webhooks"] = hooks
+    if args.metrics_addr:
+        raw.setdefault("http", {})
+        raw["http"]["addr"] = args.metrics_addr
+    if args.engine:
+        raw.setdefault("model", {})
+        raw["model"]["engine"] = args.engine
+    if args.state_dir:
+        raw["state_dir"] = args.state_dir
+    if args.log_level:
+        raw["log_level"] = args.log_level
+    return raw
+
+
+def config_from_args(args, environ=None):
+    from .config import build_config, read_yaml
+
+    raw = read_yaml(args.config) if args.config else {}
+    try:
+        return build_config(apply_overrides(raw, args), environ)
+    except ConfigError as e:
+        if args.config:
+            raise ConfigError("%s: %s" % (args.config, e))
+        raise
+
+
+def setup_logging(level, debug=False):
+    logging.basicConfig(level=logging.DEBUG if debug else getattr(logging, level.upper()),
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr)
+
+
+# ---------------------------------------------------------------------------- subcommands
+
+def cmd_run(args):
+    from .daemon import Daemon, Limits
+    from .systemd import Notifier
+
+    config = config_from_args(args)
+    setup_logging(config.log_level, args.debug)
+    daemon = Daemon(config, args.config, Limits(args.max_frames, args.duration),
+                    notifier=Notifier.from_environ(os.environ), reload_config=lambda: config_from_args(args))
+    daemon.install_signal_handlers()
+    return daemon.run()
+
+
+def cmd_check_config(args):
+    from .modelspec import load_spec, verify_model_file
+
+    config = config_from_args(args)
+    spec = load_spec(config.model.spec)
+    verify_model_file(spec.files.get(config.model.variant) or spec.files["fp32"])
+    print("%s: ok: %d camera(s) (%s), model %s %s, %d webhook(s)%s" % (
+        args.config or "(defaults)", len(config.active_cameras), ", ".join(c.name for c in config.active_cameras),
+        spec.name, spec.version, len(config.alerts.webhooks), ", mqtt" if config.alerts.mqtt else ""))
+    return 0
+
+
+def cmd_config_doc(args):
+    from .configdoc import render_config_doc
+
+    text = render_config_doc()
+    if args.output:
+        with open(args.output, "w") as f:
+            f.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_demo_receiver(args):
+    from . import receiver
+
+    return receiver.run(args)
+
+
+def cmd_build_engine(args):
+    from .inference import build
+
+    return build.run(args)
+
+
+def _training(name):
+    """Import a training entry point; they need torch (the `train` extra)."""
+    try:
+        from .training import cli as training_cli
+    except ImportError as e:
+        raise FiredetdError("%s needs the training extra (pip install -e '.[train]'): %s" % (name, e))
+    return training_cli
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="firedetd", description="Fire and smoke detection daemon for Jetson boards")
+    parser.add_argument("--version", action="version", version="firedetd " + __version__)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = parser.add_subparsers(dest="command")
+
+    run = sub.add_parser("run", help="run the daemon")
+    add_config_arguments(run)
+    run.add_argument("--max-frames", type=int, default=0, metavar="N", help="stop after N decided frames")
+    run.add_argument("--duration", type=float, default=0.0, metavar="SECONDS", help="stop after this long")
+    run.set_defaults(func=cmd_run)
+
+    check = sub.add_parser("check-config", help="validate a config and the model it names, then exit")
+    add_config_arguments(check)
+    check.set_defaults(func=cmd_check_config)
+
+    doc = sub.add_parser("config-doc", help="print the config reference (docs/config.md)")
+    doc.add_argument("-o", "--output")
+    doc.set_defaults(func=cmd_config_doc)
+
+    recv = sub.add_parser("demo-receiver", help="a local webhook receiver that prints alerts")
+    _add_optional(recv, "firedetd.receiver")
+    recv.set_defaults(func=cmd_demo_receiver)
+
+    build = sub.add_parser("build-engine", help="build a TensorRT plan from the ONNX model")
+    _add_optional(build, "firedetd.inference.build")
+    build.set_defaults(func=cmd_build_engine)
+
+    for name, module in (("bench", "firedetd.bench"), ("eval", "firedetd.evaluation")):
+        p = sub.add_parser(name, help=_module_help(module))
+        _add_optional(p, module)
+        p.set_defaults(func=_module_runner(module))
+
+    try:  # the training package is Python 3.8+ (torch); on the Nano's 3.6 it does not even parse
+        from .training.cli import add_subcommands
+    except (ImportError, SyntaxError):
+        add_subcommands = None
+    if add_subcommands is not None:
+        add_subcommands(sub)
+    return parser
+
+
+def _module_help(module):
+    return {"firedetd.bench": "measure engine-only and end-to-end speed, latency and memory",
+            "firedetd.evaluation": "time-to-alert and false alerts on a labelled video"}[module]
+
+
+def _module_runner(module):
+    def run(args):
+        import importlib
+
+        return importlib.import_module(module).run(args)
+
+    return run
+
+
+def _add_optional(parser, module):
+    import importlib
+
+    try:
+        importlib.import_module(module).add_arguments(parser)
+    except ImportError as e:
+        parser.set_defaults(import_error=str(e))
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return args.func(args) or 0
+    except FiredetdError as e:
+        if args.debug:
+            log.exception("failed")
+        sys.stderr.write("firedetd: error: %s\n" % e)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:  # an unexpected bug: one line unless --debug
+        if args.debug:
+            raise
+        sys.stderr.write("firedetd: internal error: %s: %s (run with --debug for the traceback)\n"
+                         % (type(e).__name__, e))
+        return EXIT_FAILURE

@@ -1,0 +1,352 @@
+"""The one typed, validated configuration object, built once from YAML (and again on SIGHUP).
+
+Nothing else in firedetd reads YAML or environment variables. Every error names its key path, e.g.
+`cameras[1].source.uri: unsupported scheme 'htp'`; docs/config.md is generated from the fields below
+(`firedetd config-doc`).
+"""
+
+import difflib
+import os
+import re
+from typing import Dict, Optional, Tuple
+
+from dataclasses import dataclass, replace
+
+from . import paths
+from .errors import ConfigError
+from .schema import build_dataclass, option
+
+SOURCE_SCHEMES = ("csi", "v4l2", "rtsp", "rtsps", "http", "https", "file", "test")
+TEST_PATTERNS = ("smpte", "snow", "black", "white", "red", "green", "blue", "ball", "gradient")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def parse_source_uri(uri, path):
+    """Return (scheme, rest) or raise ConfigError naming the key path and the supported schemes."""
+    match = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$", uri or "")
+    if not match:
+        raise ConfigError("%s: %r is not a URI; use one of %s" % (
+            path, uri, ", ".join(s + "://" for s in SOURCE_SCHEMES)))
+    scheme = match.group(1).lower()
+    if scheme not in SOURCE_SCHEMES:
+        hint = difflib.get_close_matches(scheme, SOURCE_SCHEMES, n=1)
+        raise ConfigError("%s: unsupported scheme %r%s; supported: %s" % (
+            path, scheme, " (did you mean %r?)" % hint[0] if hint else "", ", ".join(SOURCE_SCHEMES)))
+    return scheme, match.group(2)
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    uri: str = option(doc="Where frames come from: `csi://0`, `v4l2:///dev/video0`, `rtsp://host/path`, "
+                          "`file:///path/video.mp4`, `test://?pattern=ball&fps=30`.",
+                      example="rtsp://192.0.2.10:554/stream1")
+    backend: str = option("auto", doc="Capture backend: `gst` (GStreamer through PyGObject), `opencv` "
+                                      "(cv2.VideoCapture fallback) or `auto` (gst when PyGObject imports).",
+                          choices=("auto", "gst", "opencv"))
+    loop: bool = option(False, doc="file:// only: start again at the end instead of ending the run.")
+    realtime: bool = option(False, doc="file:// only: pace frames at the file's own rate, like a camera "
+                                       "(default: as fast as the pipeline takes them).")
+    width: int = option(1280, doc="Capture width asked of csi:// and v4l2:// cameras.", minimum=16, maximum=8192)
+    height: int = option(720, doc="Capture height asked of csi:// and v4l2:// cameras.", minimum=16, maximum=8192)
+    fps: float = option(30.0, doc="Frame rate asked of csi://, v4l2:// and test:// sources.", minimum=0.1, maximum=240)
+    latency_ms: int = option(200, doc="rtsp:// jitter-buffer latency.", minimum=0, maximum=10000)
+    transport: str = option("tcp", doc="rtsp:// transport.", choices=("tcp", "udp"))
+    decoder: str = option("auto", doc="Video decoder: `auto` (nvv4l2decoder on a Jetson, else software), "
+                                      "`hardware` or `software`.", choices=("auto", "hardware", "software"))
+    reconnect_initial_s: float = option(0.5, doc="First wait before reopening a failed source; doubles each "
+                                                 "failure.", minimum=0.05, maximum=60)
+    reconnect_max_s: float = option(10.0, doc="Longest wait between reconnect attempts.", minimum=0.1, maximum=600)
+    stall_timeout_s: float = option(5.0, doc="A source that delivers no frame for this long is restarted.",
+                                    minimum=0.5, maximum=600)
+
+    @staticmethod
+    def coerce(raw, path):
+        return {"uri": raw} if isinstance(raw, str) else raw
+
+    def check(self, path):
+        scheme, _ = parse_source_uri(self.uri, path + ".uri")
+        if (self.loop or self.realtime) and scheme != "file":
+            raise ConfigError("%s.loop: loop and realtime apply to file:// sources only" % path)
+        if self.reconnect_max_s < self.reconnect_initial_s:
+            raise ConfigError("%s.reconnect_max_s: must be >= reconnect_initial_s" % path)
+
+    @property
+    def scheme(self):
+        return parse_source_uri(self.uri, "source.uri")[0]
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    name: str = option(doc="Camera name: letters, digits, `_ . -`; used in metrics labels, alerts and topics.",
+                       example="warehouse-east")
+    source: SourceConfig = option(doc="The camera's source (a URI string, or a mapping with `uri` and options).")
+    queue_size: int = option(1, doc="Latest-frame queue length: 1 = always the newest frame; older frames are "
+                                    "dropped and counted.", minimum=1, maximum=8)
+    enabled: bool = option(True, doc="A disabled camera is kept in the config but not opened.")
+
+    def check(self, path):
+        if not _NAME.match(self.name):
+            raise ConfigError("%s.name: %r must be 1-64 letters, digits, '_', '.' or '-'" % (path, self.name))
+
+
+@dataclass(frozen=True)
+class ThresholdConfig:
+    on: float = option(0.6, doc="Raise when the smoothed probability is at or above this...", minimum=0.0, maximum=1.0)
+    off: float = option(0.35, doc="...clear when it is below this (hysteresis: off <= on).", minimum=0.0, maximum=1.0)
+    raise_frames: int = option(3, doc="Consecutive frames at or above `on` before an alert is raised.",
+                               minimum=1, maximum=1000)
+    clear_frames: int = option(15, doc="Consecutive frames below `off` before the alert clears.",
+                               minimum=1, maximum=10000)
+
+    def check(self, path):
+        if self.off > self.on:
+            raise ConfigError("%s.off: %s must not exceed on (%s)" % (path, self.off, self.on))
+
+
+@dataclass(frozen=True)
+class SnapshotConfig:
+    enabled: bool = option(True, doc="Attach a JPEG of the triggering frame to alerts (turn off for privacy).")
+    width: int = option(640, doc="Snapshot width in pixels (height keeps the camera's aspect).",
+                        minimum=64, maximum=3840)
+    jpeg_quality: int = option(85, doc="JPEG quality of snapshots.", minimum=10, maximum=100)
+
+
+@dataclass(frozen=True)
+class DetectionConfig:
+    smoothing_alpha: float = option(0.5, doc="Exponential smoothing of probabilities: weight of the newest frame "
+                                             "(1 = no smoothing).", minimum=0.01, maximum=1.0)
+    fire: ThresholdConfig = option(factory=ThresholdConfig, doc="Fire thresholds.")
+    smoke: ThresholdConfig = option(factory=lambda: ThresholdConfig(on=0.6, off=0.35, raise_frames=4),
+                                    doc="Smoke thresholds.")
+    cooldown_s: float = option(30.0, doc="After an alert clears, a new one of the same kind on the same camera "
+                                         "waits this long.", minimum=0, maximum=86400)
+    ongoing_interval_s: float = option(60.0, doc="While an alert lasts, an `ongoing` event is sent this often "
+                                                 "(0 = never).", minimum=0, maximum=86400)
+    snapshot: SnapshotConfig = option(factory=SnapshotConfig, doc="Alert snapshots.")
+
+    def thresholds(self, kind):
+        return {"fire": self.fire, "smoke": self.smoke}[kind]
+
+
+@dataclass(frozen=True)
+class TensorRTConfig:
+    precision: str = option("fp16", doc="Engine precision. The Nano (Maxwell) has no INT8.",
+                            choices=("fp16", "fp32", "int8"))
+    workspace_mib: int = option(256, doc="Builder workspace / memory-pool limit; small enough for the Nano's "
+                                         "shared 4 GB.", minimum=16, maximum=65536)
+    max_batch: int = option(4, doc="Largest batch in the engine's optimisation profile.", minimum=1, maximum=64)
+    cache_dir: str = option("", doc="Where built plans are kept (default: <state_dir>/engines).")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    spec: str = option("", doc="Model spec JSON (labels, input, files); default: the shipped "
+                               "`engines/firedetd.json`.")
+    engine: str = option("auto", doc="Inference backend: `onnxruntime`, `tensorrt`, or `auto` (TensorRT when it "
+                                     "imports and a GPU exists, else ONNX Runtime).",
+                         choices=("auto", "onnxruntime", "tensorrt"))
+    variant: str = option("fp32", doc="Which model file of the spec ONNX Runtime loads (`fp32`, `int8`, ...).")
+    threads: int = option(2, doc="Intra-op threads for ONNX Runtime (the Nano and these hosts have few cores).",
+                          minimum=1, maximum=64)
+    max_batch: int = option(4, doc="Most frames (one per camera) the runner batches into one engine call.",
+                            minimum=1, maximum=64)
+    batch_timeout_ms: float = option(5.0, doc="How long the runner waits for more cameras' frames to fill a batch.",
+                                     minimum=0, maximum=1000)
+    cuda: bool = option(True, doc="ONNX Runtime: use the CUDA execution provider when present.")
+    tensorrt: TensorRTConfig = option(factory=TensorRTConfig, doc="TensorRT engine building and cache.")
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    url: str = option(doc="Where alerts are POSTed (http:// or https://).", example="https://alerts.example/firedetd")
+    name: str = option("", doc="Sink name for metrics and the outbox (default: webhook<N>). Renaming a sink "
+                               "starts a new delivery queue.")
+    secret_env: str = option("", doc="Name of an environment variable holding the HMAC-SHA256 signing secret.")
+    secret_file: str = option("", doc="File holding the signing secret (e.g. a systemd credential).")
+    timeout_s: float = option(5.0, doc="Per-request timeout.", minimum=0.1, maximum=300)
+    verify_tls: bool = option(True, doc="Verify https certificates (keep on outside a lab).")
+    include_snapshot: bool = option(True, doc="Send the snapshot (base64 JPEG) in the body.")
+    headers: Dict[str, str] = option(factory=dict, doc="Extra HTTP headers (e.g. Authorization).")
+
+    def check(self, path):
+        if not re.match(r"^https?://[^/\s]+", self.url):
+            raise ConfigError("%s.url: %r must be an http:// or https:// URL" % (path, self.url))
+        if self.secret_env and self.secret_file:
+            raise ConfigError("%s.secret_env: give secret_env or secret_file, not both" % path)
+
+    def resolve_secret(self, path, environ):
+        """The signing secret from the environment or a file (never from the YAML itself), or ''."""
+        if self.secret_env:
+            if self.secret_env not in environ:
+                raise ConfigError("%s.secret_env: environment variable %s is not set" % (path, self.secret_env))
+            return environ[self.secret_env]
+        if self.secret_file:
+            try:
+                with open(self.secret_file, "r") as f:
+                    return f.read().strip()
+            except (IOError, OSError) as e:
+                raise ConfigError("%s.secret_file: cannot read %s (%s)" % (path, self.secret_file, e.strerror))
+        return ""
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    host: str = option("127.0.0.1", doc="MQTT broker host.")
+    port: int = option(1883, doc="Broker port.", minimum=1, maximum=65535)
+    username: str = option("", doc="Username, if the broker wants one.")
+    password_env: str = option("", doc="Environment variable holding the password.")
+    tls: bool = option(False, doc="Connect with TLS (certificate verified).")
+    topic_prefix: str = option("firedetd", doc="Topics are <prefix>/<device_id>/...")
+    discovery: bool = option(True, doc="Publish Home Assistant MQTT discovery configs.")
+    discovery_prefix: str = option("homeassistant", doc="Home Assistant discovery prefix.")
+    qos: int = option(1, doc="QoS of alert events.", choices=(0, 1, 2))
+    include_snapshot: bool = option(False, doc="Publish snapshots (binary JPEG) on <prefix>/<device>/<camera>/snapshot.")
+
+    def resolve_password(self, path, environ):
+        """The broker password from the environment (never from the YAML itself), or ''."""
+        if not self.password_env:
+            return ""
+        if self.password_env not in environ:
+            raise ConfigError("%s.password_env: environment variable %s is not set" % (path, self.password_env))
+        return environ[self.password_env]
+
+
+@dataclass(frozen=True)
+class OutboxConfig:
+    max_mb: float = option(64.0, doc="Size cap of the outbox. Above it, snapshots of the oldest pending alerts are "
+                                     "dropped first, then delivered history; alerts themselves are never dropped.",
+                           minimum=1, maximum=100000)
+    keep_delivered_h: float = option(24.0, doc="Delivered alerts are kept this long for the status page, then "
+                                               "deleted.", minimum=0, maximum=87600)
+    retry_initial_s: float = option(1.0, doc="First retry delay after a failed delivery; doubles each failure "
+                                             "(with jitter).", minimum=0.01, maximum=3600)
+    retry_max_s: float = option(300.0, doc="Longest retry delay.", minimum=0.1, maximum=86400)
+
+
+@dataclass(frozen=True)
+class AlertsConfig:
+    webhooks: Tuple[WebhookConfig, ...] = option(factory=tuple, doc="Webhook sinks.")
+    mqtt: Optional[MqttConfig] = option(None, doc="MQTT sink (needs the `mqtt` extra).")
+    log: bool = option(True, doc="Also write each alert event to the log.")
+    outbox: OutboxConfig = option(factory=OutboxConfig, doc="The durable SQLite outbox.")
+
+    def check(self, path):
+        names = [w.name for w in self.webhooks if w.name]
+        for name in names:
+            if names.count(name) > 1:
+                raise ConfigError("%s.webhooks: sink name %r is used twice" % (path, name))
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    enabled: bool = option(True, doc="Serve /metrics, /healthz and the status page.")
+    addr: str = option("127.0.0.1:9108", doc="HOST:PORT to listen on. Loopback by default: expose it only "
+                                             "behind something that authenticates.")
+
+    def check(self, path):
+        host_port(self.addr, path + ".addr")
+
+
+@dataclass(frozen=True)
+class WatchdogConfig:
+    stall_s: float = option(10.0, doc="If no frame is decided for this long while sources are up, or a stage "
+                                      "thread stops beating, watchdog pings stop (systemd restarts us).",
+                            minimum=1, maximum=3600)
+
+
+@dataclass(frozen=True)
+class Config:
+    cameras: Tuple[CameraConfig, ...] = option(factory=tuple, doc="Cameras. Empty: the bundled sample video.")
+    model: ModelConfig = option(factory=ModelConfig, doc="The model and its engine.")
+    detection: DetectionConfig = option(factory=DetectionConfig, doc="Smoothing, thresholds, alert lifecycle.")
+    alerts: AlertsConfig = option(factory=AlertsConfig, doc="Where alerts go.")
+    http: HttpConfig = option(factory=HttpConfig, doc="Metrics, health and status HTTP endpoint.")
+    watchdog: WatchdogConfig = option(factory=WatchdogConfig, doc="Liveness checks behind systemd's watchdog.")
+    state_dir: str = option("", doc="Outbox, engine cache and snapshots. Default: $STATE_DIRECTORY (systemd) "
+                                    "or ./state.")
+    device_id: str = option("", doc="This device's id in alerts, topics and metrics (default: the host name).")
+    log_level: str = option("info", doc="Log level.", choices=LOG_LEVELS)
+
+    def check(self, path):
+        seen = {}
+        for i, camera in enumerate(self.cameras):
+            if camera.name in seen:
+                raise ConfigError("cameras[%d].name: %r is already used by cameras[%d]" % (i, camera.name,
+                                                                                          seen[camera.name]))
+            seen[camera.name] = i
+
+    @property
+    def active_cameras(self):
+        return tuple(c for c in self.cameras if c.enabled)
+
+
+def host_port(addr, path):
+    """Split HOST:PORT (IPv6 as [::1]:PORT) or raise ConfigError."""
+    match = re.match(r"^\[?([^\[\]]*?)\]?:(\d{1,5})$", addr or "")
+    if not match or not 0 < int(match.group(2)) < 65536:
+        raise ConfigError("%s: %r must be HOST:PORT, e.g. 127.0.0.1:9108" % (path, addr))
+    return match.group(1), int(match.group(2))
+
+
+def read_yaml(path):
+    """Parse a YAML file; syntax errors name the file, line and column."""
+    import yaml
+
+    try:
+        with open(path, "r") as f:
+            text = f.read()
+    except (IOError, OSError) as e:
+        raise ConfigError("%s: cannot read config (%s)" % (path, e.strerror or e))
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = "%s:%d:%d" % (path, mark.line + 1, mark.column + 1) if mark else path
+        raise ConfigError("%s: YAML syntax error: %s" % (where, e.problem or e.context))
+    except yaml.YAMLError as e:
+        raise ConfigError("%s: YAML error: %s" % (path, e))
+
+
+def default_camera():
+    return CameraConfig(name="sample", source=SourceConfig(uri="file://" + paths.sample_video_path()))
+
+
+def build_config(raw, environ=None, cwd=None):
+    """Validate a parsed mapping into a Config and fill the defaults that depend on the machine."""
+    environ = os.environ if environ is None else environ
+    config = build_dataclass(Config, raw)
+    if not config.cameras:
+        config = replace(config, cameras=(default_camera(),))
+    spec = config.model.spec or paths.default_spec_path()
+    if not os.path.isfile(spec):
+        raise ConfigError("model.spec: model spec %s not found" % spec)
+    state_dir = config.state_dir or environ.get("STATE_DIRECTORY", "").split(":")[0] or os.path.join(
+        cwd or os.getcwd(), "state")
+    for i, hook in enumerate(config.alerts.webhooks):
+        hook.resolve_secret("alerts.webhooks[%d]" % i, environ)
+    device_id = config.device_id or _hostname()
+    return replace(config, model=replace(config.model, spec=os.path.abspath(spec)),
+                   state_dir=os.path.abspath(state_dir), device_id=device_id)
+
+
+def _hostname():
+    import socket
+
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:64] or "firedetd"
+
+
+def load_config(path=None, environ=None):
+    """Load and validate the config file (None: all defaults)."""
+    raw = read_yaml(path) if path else {}
+    return build_config(raw, environ)
+
+
+def webhook_secrets(config, environ=None):
+    # type: (Config, Optional[dict]) -> Tuple[str, ...]
+    environ = os.environ if environ is None else environ
+    return tuple(h.resolve_secret("alerts.webhooks[%d]" % i, environ) for i, h in enumerate(config.alerts.webhooks))
+
+
+def webhook_name(hook, index):
+    return hook.name or "webhook%d" % index

@@ -1,0 +1,153 @@
+"""`firedetd run`: start the pipeline, serve HTTP, talk to systemd, handle signals, stop cleanly.
+
+SIGTERM/SIGINT: stop capture, finish the frames in flight, keep the outbox, exit 0 within 5 s.
+SIGHUP: reload the config file; thresholds and sinks change without dropping a camera; an invalid
+file is reported and the running config stays. The systemd watchdog is pinged only while every
+stage thread beats and frames that arrive get decided, so a hung engine or capture gets us restarted.
+"""
+
+import logging
+import signal
+import threading
+
+from .clock import monotonic_ns
+from .config import host_port, load_config
+from .errors import EXIT_OK, ConfigError, FiredetdError
+from .httpserver import HttpEndpoint
+from .modelspec import load_spec
+from .pipeline import Pipeline
+from .systemd import Notifier
+
+log = logging.getLogger(__name__)
+
+STOP_TIMEOUT_S = 5.0
+LOOP_S = 0.25
+
+
+class Limits(object):
+    """Optional run limits from the command line."""
+
+    def __init__(self, max_frames=0, duration_s=0.0):
+        self.max_frames = max_frames or 0
+        self.duration_s = duration_s or 0.0
+
+
+class Daemon(object):
+    def __init__(self, config, config_path=None, limits=None, notifier=None, reload_config=None,
+                 pipeline_factory=Pipeline, extra_routes=None):
+        self.config = config
+        self.config_path = config_path
+        self.limits = limits or Limits()
+        self.notifier = notifier or Notifier()
+        self.reload_config = reload_config or (lambda: load_config(self.config_path))
+        self.pipeline_factory = pipeline_factory
+        self.extra_routes = extra_routes
+        self.stop_requested = threading.Event()
+        self.reload_requested = threading.Event()
+        self.pipeline = None
+        self.http = None
+        self._last_problems = None
+
+    def install_signal_handlers(self):
+        signal.signal(signal.SIGTERM, lambda *_: self.request_stop())
+        signal.signal(signal.SIGINT, lambda *_: self.request_stop())
+        if hasattr(signal, "SIGHUP"):
+            signal.signal(signal.SIGHUP, lambda *_: self.request_reload())
+
+    def request_stop(self):
+        self.stop_requested.set()
+        if self.pipeline is not None:
+            self.pipeline.wake_event.set()
+
+    def request_reload(self):
+        self.reload_requested.set()
+        if self.pipeline is not None:
+            self.pipeline.wake_event.set()
+
+    def run(self):
+        """Run until stopped, the sources end, a limit is reached, or a fatal error; return the exit code."""
+        spec = load_spec(self.config.model.spec)
+        self.pipeline = self.pipeline_factory(self.config, spec)
+        try:
+            self.pipeline.start()
+            self._start_http()
+            self.notifier.ready("watching %d camera(s)" % len(self.pipeline.captures))
+            log.info("firedetd running: %d camera(s), engine %s (%s), state in %s", len(self.pipeline.captures),
+                     self.pipeline.runner.engine.name, self.pipeline.runner.engine.provider, self.config.state_dir)
+            return self._loop()
+        finally:
+            self.notifier.stopping()
+            self.pipeline.stop(STOP_TIMEOUT_S)
+            if self.http is not None:
+                self.http.stop()
+            log.info("firedetd stopped: %d frame(s) decided", self.pipeline.postprocessor.decided
+                     if self.pipeline.postprocessor else 0)
+
+    def _start_http(self):
+        if not self.config.http.enabled:
+            return
+        host, port = host_port(self.config.http.addr, "http.addr")
+        try:
+            self.http = HttpEndpoint(host, port, self.pipeline.metrics.registry, self.pipeline.health)
+        except OSError as e:
+            raise ConfigError("http.addr: cannot listen on %s (%s)" % (self.config.http.addr, e.strerror or e))
+        if self.extra_routes is not None:
+            self.extra_routes(self.http, self.pipeline)
+        self.http.start()
+
+    def _loop(self):
+        started = monotonic_ns()
+        while True:
+            self.pipeline.wake_event.wait(LOOP_S)
+            self.pipeline.wake_event.clear()
+            if self.stop_requested.is_set():
+                log.info("stop requested: draining")
+                return EXIT_OK
+            if self.reload_requested.is_set():
+                self.reload_requested.clear()
+                self._reload()
+            if self.pipeline.fatal_error is not None:
+                error = self.pipeline.fatal_error
+                log.error("fatal: %s", error)
+                return getattr(error, "exit_code", 1)
+            if self._limit_reached(started) or self._sources_done():
+                return EXIT_OK
+            self._watchdog()
+
+    def _sources_done(self):
+        if self.pipeline.finished_sources() and self.pipeline.drained():
+            log.info("all sources ended and every frame was decided")
+            return True
+        return False
+
+    def _limit_reached(self, started):
+        decided = self.pipeline.postprocessor.decided
+        if self.limits.max_frames and decided >= self.limits.max_frames:
+            log.info("--max-frames %d reached", self.limits.max_frames)
+            return True
+        if self.limits.duration_s and monotonic_ns() - started >= self.limits.duration_s * 1e9:
+            log.info("--duration %.0f s reached", self.limits.duration_s)
+            return True
+        return False
+
+    def _watchdog(self):
+        problems = self.pipeline.stall_reasons(self.config.watchdog.stall_s)
+        if not problems:
+            self.notifier.watchdog()
+        if problems != self._last_problems:
+            if problems:
+                log.error("watchdog: not pinging systemd: %s", "; ".join(problems))
+            elif self._last_problems:
+                log.info("watchdog: healthy again")
+            self._last_problems = problems
+
+    def _reload(self):
+        try:
+            new_config = self.reload_config()
+        except FiredetdError as e:
+            self.pipeline.metrics.config_reloads.labels("rejected").inc()
+            log.error("reload rejected, keeping the running config: %s", e)
+            return
+        self.pipeline.reload(new_config)
+        self.config = self.pipeline.config
+        self.pipeline.metrics.config_reloads.labels("applied").inc()

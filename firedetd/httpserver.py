@@ -1,0 +1,132 @@
+"""The daemon's HTTP endpoint: /metrics (Prometheus), /healthz, and the routes other modules add.
+
+Binds 127.0.0.1 by default (config `http.addr`). A threading server from the standard library
+(Python 3.6 has no ThreadingHTTPServer), one short-lived thread per request.
+"""
+
+import json
+import logging
+import socket
+import threading
+
+try:
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+    from socketserver import ThreadingMixIn
+except ImportError:  # pragma: no cover - Python 2 is not supported
+    raise
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+log = logging.getLogger(__name__)
+
+
+class _Server(ThreadingMixIn, HTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class Response(object):
+    def __init__(self, status, body, content_type="text/plain; charset=utf-8", headers=None):
+        self.status = status
+        self.body = body if isinstance(body, bytes) else body.encode("utf-8")
+        self.content_type = content_type
+        self.headers = headers or {}
+
+
+def json_response(obj, status=200):
+    return Response(status, json.dumps(obj, sort_keys=True), "application/json")
+
+
+class HttpEndpoint(object):
+    """Serves registered GET routes; /metrics and /healthz are always there."""
+
+    def __init__(self, host, port, registry, health):
+        self.routes = {}
+        self.prefix_routes = []
+        self.streams = {}
+        self.routes["/metrics"] = lambda query: Response(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+        self.routes["/healthz"] = lambda query: self._health(health)
+        self._server = self._bind(host, port)
+        self._thread = None
+
+    @property
+    def port(self):
+        return self._server.server_address[1]
+
+    def _bind(self, host, port):
+        endpoint = self
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                endpoint._handle(self)
+
+            def log_message(self, fmt, *args):
+                log.debug("http: " + fmt, *args)
+
+        server_class = type("Server", (_Server,), {"address_family": family})
+        return server_class((host, port), Handler)
+
+    def _health(self, health):
+        report = health()
+        return json_response(report, 200 if report.get("ok") else 503)
+
+    def add_route(self, path, handler):
+        """handler(query: dict) -> Response."""
+        self.routes[path] = handler
+
+    def add_prefix_route(self, prefix, handler):
+        """handler(rest_of_path, query) -> Response."""
+        self.prefix_routes.append((prefix, handler))
+
+    def add_stream(self, prefix, handler):
+        """handler(rest_of_path, query, wfile, stop) writes a long response itself (MJPEG)."""
+        self.streams[prefix] = handler
+
+    def _handle(self, request):
+        path, _, query_string = request.path.partition("?")
+        query = dict(p.split("=", 1) if "=" in p else (p, "") for p in query_string.split("&") if p)
+        try:
+            for prefix, handler in self.streams.items():
+                if path.startswith(prefix):
+                    return handler(path[len(prefix):], query, request)
+            response = self._route(path, query)
+        except Exception as e:
+            log.warning("http: %s failed: %s", path, e)
+            response = Response(500, "internal error\n")
+        self._write(request, response)
+
+    def _route(self, path, query):
+        if path in self.routes:
+            return self.routes[path](query)
+        for prefix, handler in self.prefix_routes:
+            if path.startswith(prefix):
+                return handler(path[len(prefix):], query)
+        return Response(404, "not found\n")
+
+    @staticmethod
+    def _write(request, response):
+        try:
+            request.send_response(response.status)
+            request.send_header("Content-Type", response.content_type)
+            request.send_header("Content-Length", str(len(response.body)))
+            request.send_header("Cache-Control", "no-store")
+            for k, v in response.headers.items():
+                request.send_header(k, v)
+            request.end_headers()
+            request.wfile.write(response.body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def start(self):
+        self._thread = threading.Thread(target=self._server.serve_forever, name="http", daemon=True)
+        self._thread.start()
+        log.info("http: serving /metrics and /healthz on %s:%d", self._server.server_address[0], self.port)
+
+    def stop(self):
+        if self._thread is not None:
+            self._server.shutdown()
+            self._thread.join(2.0)
+        self._server.server_close()

@@ -1,0 +1,165 @@
+"""The capture thread of one camera: open the source, read frames into the camera's queue, reconnect.
+
+A failing source is reopened with exponential backoff (with jitter, capped), and `source_up` says
+whether frames flow. A source that stops delivering for `stall_timeout_s` is restarted. The end
+of a file ends the thread cleanly; a permanent failure (an element missing on this machine) is
+reported to the pipeline, which decides whether the daemon can go on.
+"""
+
+import logging
+import random
+import threading
+
+from ..clock import monotonic_ns
+from ..errors import SourceError
+from ..framequeue import BLOCK, LATEST
+from ..types import Frame
+from . import EndOfStream, create_source
+
+log = logging.getLogger(__name__)
+
+READ_TIMEOUT_S = 0.5
+
+# how a capture thread ended
+RUNNING = "running"
+FINISHED = "finished"     # end of a file
+FAILED = "failed"         # permanent source error
+STOPPED = "stopped"
+
+
+class CaptureThread(threading.Thread):
+    """Reads one camera into its FrameQueue until stopped, the file ends, or the source fails for good."""
+
+    def __init__(self, camera, geometry, frame_queues, metrics, on_exit=None, source_factory=create_source):
+        super(CaptureThread, self).__init__(name="capture-%s" % camera.name, daemon=True)
+        self.camera = camera
+        self.geometry = geometry
+        self.frame_queues = frame_queues
+        self.queue = None
+        self.metrics = metrics
+        self.on_exit = on_exit
+        self.source_factory = source_factory
+        self.stop_event = threading.Event()
+        self.state = RUNNING
+        self.error = ""
+        self.last_beat_ns = monotonic_ns()
+        self.last_frame_ns = 0
+        self.seq = 0
+        self.up = False
+        self._failures = 0
+
+    def stop(self):
+        self.stop_event.set()
+
+    def run(self):
+        self.metrics.thread_alive.labels(self.name).set(1)
+        try:
+            self._run_until_done()
+        except Exception as e:  # the loop below already catches source errors; this is a bug guard
+            log.exception("%s: capture thread crashed: %s", self.camera.name, e)
+            self.state, self.error = FAILED, "capture thread crashed: %s" % e
+        finally:
+            self._set_up(False)
+            self.metrics.thread_alive.labels(self.name).set(0)
+            if self.state == RUNNING:
+                self.state = STOPPED
+            if self.on_exit is not None:
+                self.on_exit(self)
+
+    def _run_until_done(self):
+        while not self.stop_event.is_set():
+            self.last_beat_ns = monotonic_ns()
+            source = self.source_factory(self.camera.source, self.geometry)
+            try:
+                source.open()
+                self._ensure_queue(source.live)
+                self._read_until_failure(source)
+                return
+            except EndOfStream:
+                log.info("%s: end of stream after %d frames", self.camera.name, self.seq)
+                self.state = FINISHED
+                return
+            except SourceError as e:
+                self._note_failure(e)
+                if e.permanent:
+                    self.state, self.error = FAILED, str(e)
+                    log.error("%s: %s (not retrying: this cannot succeed on this machine)", self.camera.name, e)
+                    return
+            finally:
+                self._close_quietly(source)
+                self._set_up(False)
+            self._wait_backoff()
+
+    def _ensure_queue(self, live):
+        if self.queue is None:
+            policy = LATEST if live else BLOCK
+            self.queue = self.frame_queues.add(self.camera.name, self.camera.queue_size, policy)
+
+    def _read_until_failure(self, source):
+        stall_ns = int(self.camera.source.stall_timeout_s * 1e9)
+        last_progress = monotonic_ns()
+        while not self.stop_event.is_set():
+            raw = source.read(READ_TIMEOUT_S)
+            now = monotonic_ns()
+            self.last_beat_ns = now
+            if raw is None:
+                if now - last_progress > stall_ns:
+                    raise SourceError("%s: no frame for %.1f s (stalled)" % (self.camera.source.uri,
+                                                                             (now - last_progress) / 1e9))
+                continue
+            last_progress = now
+            if not self._frame_is_usable(raw):
+                continue
+            self._failures = 0
+            self._set_up(True)
+            self._enqueue(raw, now)
+
+    def _frame_is_usable(self, raw):
+        g = self.geometry
+        image = raw.image
+        if image is None or image.ndim != 3 or image.shape[0] != g.height or image.shape[1] != g.width \
+                or image.shape[2] != 3:
+            self.metrics.frames_bad.labels(self.camera.name).inc()
+            log.debug("%s: frame of shape %s skipped", self.camera.name, getattr(image, "shape", None))
+            return False
+        return True
+
+    def _enqueue(self, raw, now):
+        frame = Frame(camera=self.camera.name, seq=self.seq, pts_ns=raw.pts_ns,
+                      captured_ns=raw.captured_ns or now, image=raw.image, snapshot=raw.snapshot)
+        self.seq += 1
+        self.last_frame_ns = now
+        self.metrics.frames_captured.labels(self.camera.name).inc()
+        self.queue.put(frame, self.stop_event)
+
+    def _note_failure(self, error):
+        self._failures += 1
+        self.error = str(error)
+        self.metrics.source_errors.labels(self.camera.name).inc()
+        log.warning("%s: source failed (%s); reconnecting (attempt %d)", self.camera.name, error, self._failures)
+
+    def backoff_s(self):
+        """Exponential backoff with jitter: initial * 2^(failures-1), capped, times 0.5..1."""
+        cfg = self.camera.source
+        base = min(cfg.reconnect_max_s, cfg.reconnect_initial_s * (2 ** max(0, self._failures - 1)))
+        return base * random.uniform(0.5, 1.0)
+
+    def _wait_backoff(self):
+        delay = self.backoff_s()
+        self.metrics.source_reconnects.labels(self.camera.name).inc()
+        deadline = monotonic_ns() + int(delay * 1e9)
+        while not self.stop_event.is_set() and monotonic_ns() < deadline:
+            self.last_beat_ns = monotonic_ns()
+            self.stop_event.wait(min(0.5, max(0.0, (deadline - monotonic_ns()) / 1e9)))
+
+    def _set_up(self, up):
+        if up != self.up:
+            self.up = up
+            log.info("%s: source %s", self.camera.name, "up" if up else "down")
+        self.metrics.source_up.labels(self.camera.name).set(1 if up else 0)
+
+    def _close_quietly(self, source):
+        try:
+            source.close()
+        except Exception as e:  # closing a broken pipeline must not kill the thread
+            log.debug("%s: close failed: %s", self.camera.name, e)

@@ -1,0 +1,149 @@
+"""Camera-realistic augmentation on RGB uint8 arrays (numpy + OpenCV; no torchvision here).
+
+The order follows a camera: framing (crop, scale, zoom-out), light and colour, atmosphere (haze),
+optics (blur), sensor (noise, low resolution), then the encoder (JPEG). Every class gets the same
+treatment, so image size, sharpness and compression stop telling the web-thumbnail fire/smoke
+images apart from the scene photos in `none` (see SOURCE.md, "known weaknesses").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+_INTERPOLATIONS = (cv2.INTER_LINEAR, cv2.INTER_AREA, cv2.INTER_NEAREST, cv2.INTER_CUBIC)
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    size: int = 224
+    crop_scale: tuple[float, float] = (0.25, 1.0)
+    crop_ratio: tuple[float, float] = (0.5, 2.0)   # wide crops squeezed to square = a 16:9 frame stretched
+    p_zoom_out: float = 0.15                        # distant subject: shrink into a padded frame
+    p_flip: float = 0.5
+    brightness: float = 0.3
+    contrast: float = 0.3
+    saturation: float = 0.35
+    hue_degrees: float = 5.0
+    p_haze: float = 0.2
+    p_blur: float = 0.25
+    p_noise: float = 0.25
+    p_lowres: float = 0.2
+    p_jpeg: float = 0.5
+    jpeg_quality: tuple[int, int] = (20, 90)
+
+
+def resize_stretch(image: np.ndarray, size: int, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
+    """Resize the whole frame to size x size, as the daemon does ("resize": "stretch")."""
+    return cv2.resize(image, (size, size), interpolation=interpolation)
+
+
+def random_resized_crop(image: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
+    h, w = image.shape[:2]
+    area = h * w
+    for _ in range(10):
+        target = area * rng.uniform(*cfg.crop_scale)
+        ratio = np.exp(rng.uniform(np.log(cfg.crop_ratio[0]), np.log(cfg.crop_ratio[1])))
+        cw = int(round(np.sqrt(target * ratio)))
+        ch = int(round(np.sqrt(target / ratio)))
+        if 0 < cw <= w and 0 < ch <= h:
+            x = int(rng.integers(0, w - cw + 1))
+            y = int(rng.integers(0, h - ch + 1))
+            image = image[y:y + ch, x:x + cw]
+            break
+    return resize_stretch(image, cfg.size, int(rng.choice(_INTERPOLATIONS)))
+
+
+def zoom_out(image: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
+    """Shrink the picture into a frame padded by reflection: the subject becomes small, as far away."""
+    factor = rng.uniform(0.35, 0.75)
+    inner = max(8, int(cfg.size * factor))
+    small = cv2.resize(image, (inner, inner), interpolation=cv2.INTER_AREA)
+    top = int(rng.integers(0, cfg.size - inner + 1))
+    left = int(rng.integers(0, cfg.size - inner + 1))
+    return cv2.copyMakeBorder(small, top, cfg.size - inner - top, left, cfg.size - inner - left, cv2.BORDER_REFLECT_101)
+
+
+def jitter_colour(image: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
+    out = image.astype(np.float32)
+    out *= rng.uniform(1 - cfg.brightness, 1 + cfg.brightness)
+    mean = out.mean()
+    out = (out - mean) * rng.uniform(1 - cfg.contrast, 1 + cfg.contrast) + mean
+    grey = out.mean(axis=2, keepdims=True)
+    out = (out - grey) * rng.uniform(1 - cfg.saturation, 1 + cfg.saturation) + grey
+    out = np.clip(out, 0, 255).astype(np.uint8)
+    if cfg.hue_degrees:
+        hsv = cv2.cvtColor(out, cv2.COLOR_RGB2HSV)
+        # OpenCV's 8-bit hue runs 0..179, two degrees a step
+        shift = int(round(rng.uniform(-cfg.hue_degrees, cfg.hue_degrees) / 2))
+        hsv[..., 0] = ((hsv[..., 0].astype(np.int16) + shift) % 180).astype(np.uint8)
+        out = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+    return out
+
+
+def add_haze(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Blend toward a bright grey airlight, like fog or distance haze over the whole frame."""
+    alpha = rng.uniform(0.1, 0.5)
+    airlight = rng.uniform(170, 240)
+    return np.clip(image * (1 - alpha) + airlight * alpha, 0, 255).astype(np.uint8)
+
+
+def blur(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    if rng.random() < 0.7:
+        return cv2.GaussianBlur(image, (0, 0), rng.uniform(0.5, 2.0))
+    length = int(rng.integers(3, 9))
+    kernel = np.zeros((length, length), np.float32)
+    kernel[length // 2, :] = 1.0 / length
+    centre = (length / 2 - 0.5, length / 2 - 0.5)
+    rotation = cv2.getRotationMatrix2D(centre, rng.uniform(0, 180), 1.0)
+    kernel = cv2.warpAffine(kernel, rotation, (length, length))
+    return cv2.filter2D(image, -1, kernel / max(kernel.sum(), 1e-6))
+
+
+def add_noise(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    noise = rng.normal(0, rng.uniform(2, 10), image.shape)
+    return np.clip(image + noise, 0, 255).astype(np.uint8)
+
+
+def lower_resolution(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    h, w = image.shape[:2]
+    f = rng.uniform(0.25, 0.6)
+    small = cv2.resize(image, (max(8, int(w * f)), max(8, int(h * f))), interpolation=cv2.INTER_AREA)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def jpeg_roundtrip(image: np.ndarray, quality: int) -> np.ndarray:
+    ok, buf = cv2.imencode(".jpg", image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    return cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1] if ok else image
+
+
+def augment(image: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
+    """One random camera-like view of `image` (RGB uint8) at cfg.size x cfg.size."""
+    if rng.random() < cfg.p_zoom_out:
+        out = zoom_out(image, rng, cfg)
+    else:
+        out = random_resized_crop(image, rng, cfg)
+    if rng.random() < cfg.p_flip:
+        out = out[:, ::-1]
+    out = jitter_colour(out, rng, cfg)
+    if rng.random() < cfg.p_haze:
+        out = add_haze(out, rng)
+    if rng.random() < cfg.p_blur:
+        out = blur(out, rng)
+    if rng.random() < cfg.p_lowres:
+        out = lower_resolution(out, rng)
+    if rng.random() < cfg.p_noise:
+        out = add_noise(out, rng)
+    if rng.random() < cfg.p_jpeg:
+        out = jpeg_roundtrip(out, int(rng.integers(*cfg.jpeg_quality)))
+    return np.ascontiguousarray(out)
+
+
+def to_input(images: np.ndarray, mean: float = 128.0, std: float = 128.0) -> np.ndarray:
+    """NHWC uint8 RGB batch -> NCHW float32, (pixel - mean) / std as the shared weights expect."""
+    x = images.astype(np.float32)
+    x -= mean
+    x /= std
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))

@@ -1,0 +1,97 @@
+"""Export a trained checkpoint to ONNX (opset 13, dynamic batch), verify it, and write the model spec.
+
+Opset 13 is the newest TensorRT 8.2 (Jetson Nano) parses and ONNX Runtime 1.10 (the last for
+Python 3.6) runs. `dynamo=False` keeps one self-contained file (the dynamo exporter writes opset
+18 with external weights, which TensorRT 8.2 cannot read).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .augment import resize_stretch, to_input
+from .data import LABELS, list_split, manifest_sha256, read_rgb
+from .models import build_classifier
+
+OPSET = 13
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+
+
+def load_checkpoint(path: Path, backbone: str) -> nn.Module:
+    model = build_classifier(backbone, len(LABELS), None)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"] if "model" in state else state)
+    return model.eval().to(memory_format=torch.contiguous_format)
+
+
+def export_onnx(model: nn.Module, path: Path, size: int = 224) -> Path:
+    """Write `model` as an opset-13 ONNX file with input `input` [N,3,size,size] and output `logits` [N,3]."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = model.eval().to(memory_format=torch.contiguous_format)
+    dummy = torch.zeros(1, 3, size, size)
+    torch.onnx.export(model, (dummy,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                      dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                      opset_version=OPSET, do_constant_folding=True, dynamo=False)
+    return path
+
+
+def sample_images(data_root: Path, split: str, per_class: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first `per_class` images of each class of a split, resized like the daemon does."""
+    samples = list_split(data_root, split)
+    chosen, labels = [], []
+    for index in range(len(LABELS)):
+        for s in [s for s in samples if s.label == index][:per_class]:
+            chosen.append(resize_stretch(read_rgb(s.path), 224))
+            labels.append(index)
+    return np.stack(chosen), np.array(labels)
+
+
+def max_abs_difference(model: nn.Module, onnx_path: Path, images: np.ndarray) -> float:
+    """max |torch - ONNX Runtime| over the logits of real images (batches of 8, exercising the batch axis)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    worst = 0.0
+    for start in range(0, len(images), 8):
+        x = to_input(images[start:start + 8])
+        with torch.no_grad():
+            expected = model(torch.from_numpy(x)).numpy()
+        got = session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+        worst = max(worst, float(np.abs(expected - got).max()))
+    return worst
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def write_spec(engines: Path, name: str, version: str, files: dict[str, dict], data_root: Path, metrics: dict,
+               recommended: dict, backbone: str, size: int = 224) -> Path:
+    """Write engines/firedetd.json: what every runtime reads instead of hard-coding anything."""
+    spec = {
+        "name": name,
+        "version": version,
+        "backbone": backbone,
+        "labels": list(LABELS),
+        "input": {"name": INPUT_NAME, "height": size, "width": size, "layout": "NCHW", "color": "RGB",
+                  "scale": 1.0, "mean": [128.0, 128.0, 128.0], "std": [128.0, 128.0, 128.0],
+                  "resize": "stretch", "dtype": "float32", "batch": "dynamic"},
+        "output": {"name": OUTPUT_NAME, "kind": "logits"},
+        "opset": OPSET,
+        "files": {role: {"path": Path(f["path"]).name, "sha256": sha256_of(engines / Path(f["path"]).name),
+                         "bytes": (engines / Path(f["path"]).name).stat().st_size, "precision": f.get("precision", role)}
+                  for role, f in files.items()},
+        "dataset": {"name": "fire-smoke (shared)", "manifest_sha256": manifest_sha256(data_root)},
+        "metrics": metrics,
+        "recommended": recommended,
+    }
+    path = engines / "firedetd.json"
+    path.write_text(json.dumps(spec, indent=2) + "\n")
+    return path

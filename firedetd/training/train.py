@@ -1,0 +1,293 @@
+"""Transfer learning for the fire/smoke/none classifier: head-only (cached features), full fine-tune, scratch.
+
+Seeded and reproducible on one machine (same seed, same thread count); a checkpoint per epoch
+(`last.pt`, `best.pt`), early stopping on validation accuracy (ties broken by validation loss),
+a `history.json` and a `result.json` per run.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+from tqdm import tqdm
+
+from . import augment as A
+from .data import LABELS, Sample, format_counts, list_split, load_images
+from .evaluate import classification_metrics, softmax
+from .models import build_classifier, count_parameters, freeze_batchnorm
+
+MODES = ("head", "full", "scratch")
+
+
+@dataclass
+class TrainConfig:
+    data: Path
+    out: Path
+    weights: Path | None = None
+    backbone: str = "mobilenetv2"
+    mode: str = "full"
+    epochs: int = 12
+    lr: float = 3e-4
+    head_lr_mult: float = 10.0       # a fresh head learns faster than pretrained layers should move
+    batch_size: int = 32
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.1
+    patience: int = 4
+    seed: int = 0
+    size: int = 224
+    threads: int = 2
+    head_views: int = 4              # augmented views cached per image for head-only training
+    rare_weight: float = 4.0         # oversampling of rare hard cases (distant plumes: afm_ prefix)
+    rare_origins: tuple[str, ...] = ("afm",)
+    max_per_class: int = 0           # 0 = all; small numbers make quick tests
+    progress: bool = True
+    augment: A.AugmentConfig = field(default_factory=A.AugmentConfig)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def limit_per_class(samples: list[Sample], limit: int) -> list[Sample]:
+    if not limit:
+        return samples
+    kept: dict[int, int] = {}
+    out = []
+    for s in samples:
+        if kept.get(s.label, 0) < limit:
+            kept[s.label] = kept.get(s.label, 0) + 1
+            out.append(s)
+    return out
+
+
+def sampling_weights(samples: list[Sample], cfg: TrainConfig) -> np.ndarray:
+    """Class-balanced sampling, with rare hard cases (distant plumes) drawn more often."""
+    counts = np.bincount([s.label for s in samples], minlength=len(LABELS)).astype(np.float64)
+    weights = np.array([1.0 / counts[s.label] for s in samples])
+    weights *= np.array([cfg.rare_weight if s.origin in cfg.rare_origins else 1.0 for s in samples])
+    return weights / weights.sum()
+
+
+# channels_last runs MobileNet's depthwise convolutions about 2x faster on these CPUs (measured: 1.0 s vs
+# 2.0 s for a batch of 32 at 224, forward + backward, 2 threads).
+FAST_FORMAT = torch.channels_last
+
+
+def clean_batch(images: list[np.ndarray], size: int) -> torch.Tensor:
+    batch = np.stack([A.resize_stretch(im, size) for im in images])
+    return torch.from_numpy(A.to_input(batch)).to(memory_format=FAST_FORMAT)
+
+
+def augmented_batch(images: list[np.ndarray], rng: np.random.Generator, cfg: TrainConfig) -> torch.Tensor:
+    batch = np.stack([A.augment(im, rng, cfg.augment) for im in images])
+    return torch.from_numpy(A.to_input(batch)).to(memory_format=FAST_FORMAT)
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, images: list[np.ndarray], size: int, batch_size: int = 64,
+                   progress: bool = False, desc: str = "eval") -> np.ndarray:
+    model.eval()
+    out = []
+    for start in tqdm(range(0, len(images), batch_size), desc=desc, disable=not progress, leave=False):
+        out.append(model(clean_batch(images[start:start + batch_size], size)).numpy())
+    return np.concatenate(out)
+
+
+@torch.no_grad()
+def extract_features(model: nn.Module, batches, progress: bool, desc: str, total: int) -> torch.Tensor:
+    model.eval()
+    feats = [model.forward_features(x) for x in tqdm(batches, desc=desc, total=total, disable=not progress, leave=False)]
+    return torch.cat(feats)
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    head = list(model.classifier.parameters())
+    head_ids = {id(p) for p in head}
+    body = [p for p in model.parameters() if p.requires_grad and id(p) not in head_ids]
+    groups = [{"params": head, "lr": cfg.lr * (cfg.head_lr_mult if cfg.mode == "full" else 1.0)}]
+    if body and cfg.mode != "head":
+        groups.append({"params": body, "lr": cfg.lr})
+    return torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+
+
+class EarlyStopper:
+    """Track the best epoch by (val accuracy, -val loss); say when `patience` epochs brought nothing."""
+
+    def __init__(self, patience: int):
+        self.patience = patience
+        self.best: tuple[float, float] | None = None
+        self.best_epoch = -1
+        self.bad_epochs = 0
+
+    def update(self, epoch: int, accuracy: float, loss: float) -> bool:
+        key = (accuracy, -loss)
+        if self.best is None or key > self.best:
+            self.best, self.best_epoch, self.bad_epochs = key, epoch, 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.bad_epochs >= self.patience
+
+
+def metrics_from_logits(logits: np.ndarray, labels: np.ndarray) -> dict:
+    loss = float(nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)))
+    metrics = classification_metrics(softmax(logits), labels, LABELS)
+    metrics["loss"] = loss
+    return metrics
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Run one training configuration end to end; return (and write) its result."""
+    seed_everything(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    train_samples = limit_per_class(list_split(cfg.data, "train"), cfg.max_per_class)
+    val_samples = limit_per_class(list_split(cfg.data, "val"), cfg.max_per_class)
+    for split, samples in (("train", train_samples), ("val", val_samples)):
+        print(format_counts(split, samples), flush=True)
+    train_images = load_images(train_samples, progress=cfg.progress)
+    val_images = load_images(val_samples, progress=cfg.progress)
+    train_labels = np.array([s.label for s in train_samples])
+    val_labels = np.array([s.label for s in val_samples])
+
+    pretrained = cfg.weights if cfg.mode != "scratch" else None
+    model = build_classifier(cfg.backbone, len(LABELS), pretrained).to(memory_format=FAST_FORMAT)
+    started = time.time()
+    if cfg.mode == "head":
+        history = fit_head_on_cached_features(model, train_samples, train_images, val_images, val_labels, cfg)
+    else:
+        history = fit_network(model, train_samples, train_images, val_images, val_labels, cfg)
+    model.load_state_dict(torch.load(cfg.out / "best.pt", weights_only=True)["model"])
+    val = metrics_from_logits(predict_logits(model, val_images, cfg.size, progress=cfg.progress), val_labels)
+    result = {
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
+        "parameters": count_parameters(model),
+        "train_seconds": round(time.time() - started, 1),
+        "epochs_run": len(history),
+        "best_epoch": max(range(len(history)), key=lambda i: (history[i]["val_accuracy"], -history[i]["val_loss"])),
+        "val": val,
+        "history": history,
+    }
+    (cfg.out / "result.json").write_text(json.dumps(result, indent=2))
+    print(f"{cfg.backbone}/{cfg.mode} lr={cfg.lr:g}: val accuracy {val['accuracy']:.4f}, "
+          f"none false alarms {val['none_false_alarm_rate']:.4f}, {result['train_seconds']:.0f} s", flush=True)
+    return result
+
+
+def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int) -> None:
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch}, path)
+
+
+def fit_network(model: nn.Module, samples: list[Sample], images: list[np.ndarray], val_images: list[np.ndarray],
+                val_labels: np.ndarray, cfg: TrainConfig) -> list[dict]:
+    """Train every layer (full fine-tune with BatchNorm statistics frozen, or from scratch)."""
+    rng = np.random.default_rng(cfg.seed)
+    weights = sampling_weights(samples, cfg)
+    labels = np.array([s.label for s in samples])
+    optimizer = make_optimizer(model, cfg)
+    steps_per_epoch = max(1, len(samples) // cfg.batch_size)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=cfg.epochs * steps_per_epoch,
+        pct_start=min(0.3, 1.0 / max(cfg.epochs, 1)), anneal_strategy="cos")
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    stopper = EarlyStopper(cfg.patience)
+    history: list[dict] = []
+    for epoch in range(cfg.epochs):
+        model.train()
+        if cfg.mode == "full":
+            freeze_batchnorm(model)
+        order = rng.choice(len(samples), size=steps_per_epoch * cfg.batch_size, replace=True, p=weights)
+        running, seen = 0.0, 0
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress, leave=False)
+        for step in bar:
+            idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+            x = augmented_batch([images[i] for i in idx], rng, cfg)
+            y = torch.from_numpy(labels[idx])
+            loss = loss_fn(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            running += loss.item() * len(idx)
+            seen += len(idx)
+            bar.set_postfix(loss=f"{running / seen:.4f}")
+        val_logits = predict_logits(model, val_images, cfg.size, progress=cfg.progress)
+        history.append(finish_epoch(model, optimizer, epoch, running / seen, val_logits, val_labels, cfg, stopper, history))
+        if stopper.should_stop:
+            print(f"early stop after epoch {epoch + 1}: no better val accuracy for {cfg.patience} epochs", flush=True)
+            break
+    return history
+
+
+def finish_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int, train_loss: float,
+                 val_logits: np.ndarray, val_labels: np.ndarray, cfg: TrainConfig, stopper: EarlyStopper,
+                 history: list[dict]) -> dict:
+    """Score the epoch on val, checkpoint it, print and record one history row."""
+    val = metrics_from_logits(val_logits, val_labels)
+    save_checkpoint(cfg.out / "last.pt", model, optimizer, epoch)
+    improved = stopper.update(epoch, val["accuracy"], val["loss"])
+    if improved:
+        save_checkpoint(cfg.out / "best.pt", model, optimizer, epoch)
+    row = {"epoch": epoch + 1, "train_loss": round(train_loss, 5), "val_loss": round(val["loss"], 5),
+           "val_accuracy": round(val["accuracy"], 5), "val_none_false_alarm": round(val["none_false_alarm_rate"], 5)}
+    print(f"epoch {row['epoch']}: train loss {row['train_loss']:.4f}  val loss {row['val_loss']:.4f}  "
+          f"val acc {row['val_accuracy']:.4f}  none->alarm {row['val_none_false_alarm']:.4f}" + ("  *" if improved else ""),
+          flush=True)
+    (cfg.out / "history.json").write_text(json.dumps(history + [row], indent=2))
+    return row
+
+
+def fit_head_on_cached_features(model: nn.Module, samples: list[Sample], images: list[np.ndarray],
+                                val_images: list[np.ndarray], val_labels: np.ndarray, cfg: TrainConfig) -> list[dict]:
+    """Train only the classifier on features of a frozen backbone, computed once for `head_views` augmented views."""
+    rng = np.random.default_rng(cfg.seed)
+    bs = 64
+    views = []
+    for view in range(cfg.head_views):
+        batches = (augmented_batch(images[i:i + bs], rng, cfg) if view else clean_batch(images[i:i + bs], cfg.size)
+                   for i in range(0, len(images), bs))
+        views.append(extract_features(model, batches, cfg.progress, f"features view {view + 1}/{cfg.head_views}",
+                                      (len(images) + bs - 1) // bs))
+    feats = torch.cat(views)
+    val_batches = (clean_batch(val_images[i:i + bs], cfg.size) for i in range(0, len(val_images), bs))
+    val_feats = extract_features(model, val_batches, cfg.progress, "features val", (len(val_images) + bs - 1) // bs)
+    labels = torch.from_numpy(np.tile([s.label for s in samples], cfg.head_views))
+    weights = torch.from_numpy(np.tile(sampling_weights(samples, cfg), cfg.head_views))
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in model.classifier.parameters():
+        p.requires_grad_(True)
+    optimizer = make_optimizer(model, cfg)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    stopper = EarlyStopper(cfg.patience)
+    history: list[dict] = []
+    generator = torch.Generator().manual_seed(cfg.seed)
+    for epoch in range(cfg.epochs):
+        order = torch.multinomial(weights, len(feats), replacement=True, generator=generator)
+        running = 0.0
+        for start in range(0, len(order), cfg.batch_size):
+            idx = order[start:start + cfg.batch_size]
+            loss = loss_fn(model.classifier(feats[idx]), labels[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            running += loss.item() * len(idx)
+        with torch.no_grad():
+            val_logits = model.classifier(val_feats).numpy()
+        history.append(finish_epoch(model, optimizer, epoch, running / len(order), val_logits, val_labels, cfg, stopper,
+                                    history))
+        if stopper.should_stop:
+            break
+    return history

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Set up and run every test: the runtime on Python 3.6 (the Jetson Nano's) when it is installed,
+# everything (training included) on Python 3.11, plus ruff.
+#   scripts/test.sh            # both Pythons
+#   PY36=none scripts/test.sh  # skip 3.6
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY311=${PY311:-$(command -v python3.11 || command -v python3)}
+PY36=${PY36:-$( (pyenv root 2>/dev/null | sed 's|$|/versions/3.6.15/bin/python|') || true)}
+export PYTHONDONTWRITEBYTECODE=1
+
+echo "== setup: Python 3.11 ($PY311)"
+scripts/setup.sh .venv "$PY311" "mqtt,test,train"
+status=0
+
+echo "== ruff"
+.venv/bin/ruff check firedetd tests benchmarks || status=1
+
+echo "== tests: Python 3.11 (everything)"
+.venv/bin/python -m pytest -q -p no:cacheprovider "$@" || status=1
+
+if [ "$PY36" != "none" ] && [ -x "$PY36" ]; then
+  echo "== setup: Python 3.6 ($PY36)"
+  scripts/setup.sh .venv36 "$PY36" "mqtt,test"
+  echo "== tests: Python 3.6 (runtime; training needs 3.8+ and skips)"
+  .venv36/bin/python -m pytest -q -p no:cacheprovider "$@" || status=1
+else
+  echo "== Python 3.6 not found (set PY36=/path/to/python3.6): runtime tests on 3.6 skipped" >&2
+fi
+exit $status

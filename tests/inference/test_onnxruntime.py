@@ -1,0 +1,112 @@
+"""firedetd/inference/onnxruntime.py on the real shipped model: spec checks, batching, real images."""
+
+import glob
+import json
+import os
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+
+from firedetd.config import ModelConfig
+from firedetd.errors import EngineError, ModelError
+from firedetd.inference.onnxruntime import OnnxRuntimeEngine, choose_providers
+from firedetd.inference.preprocess import Preprocessor, to_probabilities
+from firedetd.modelspec import load_spec
+
+
+def engine_for(spec, **kw):
+    return OnnxRuntimeEngine(spec, ModelConfig(**kw))
+
+
+def test_cuda_provider_first_only_when_present_and_wanted():
+    assert choose_providers(["CUDAExecutionProvider", "CPUExecutionProvider"], True)[0] == "CUDAExecutionProvider"
+    assert choose_providers(["CUDAExecutionProvider", "CPUExecutionProvider"], False) == ["CPUExecutionProvider"]
+    assert choose_providers(["CPUExecutionProvider"], True) == ["CPUExecutionProvider"]
+
+
+def test_batch_results_equal_single_results(spec):
+    engine = engine_for(spec, max_batch=4)
+    rng = np.random.RandomState(0)
+    images = [rng.randint(0, 256, (224, 224, 3)).astype(np.uint8) for _ in range(4)]
+    pre = Preprocessor(spec.input)
+    batched = engine.infer(pre(images))
+    singles = np.concatenate([engine.infer(pre([im])) for im in images])
+    assert batched.shape == (4, len(spec.labels))
+    assert np.allclose(batched, singles, atol=1e-4)
+
+
+def test_batch_over_max_is_refused(spec):
+    engine = engine_for(spec, max_batch=2)
+    with pytest.raises(EngineError, match="exceeds max_batch 2"):
+        engine.infer(np.zeros((3, 3, 224, 224), np.float32))
+
+
+def test_int8_variant_loads_and_agrees_with_fp32_on_argmax(spec):
+    rng = np.random.RandomState(1)
+    pre = Preprocessor(spec.input)
+    batch = pre([cv2.GaussianBlur(rng.randint(0, 256, (224, 224, 3)).astype(np.uint8), (0, 0), 3) for _ in range(4)])
+    fp32 = engine_for(spec, variant="fp32").infer(batch)
+    int8 = engine_for(spec, variant="int8").infer(batch)
+    assert int8.shape == fp32.shape
+    assert np.abs(to_probabilities(fp32, "logits") - to_probabilities(int8, "logits")).max() < 0.35
+
+
+def test_unknown_variant_names_the_choices(spec):
+    with pytest.raises(ModelError, match="model.variant: 'fp8' is not in"):
+        engine_for(spec, variant="fp8")
+
+
+def copy_engines(tmp_path, spec):
+    for name in os.listdir(os.path.dirname(spec.spec_path)):
+        src = os.path.join(os.path.dirname(spec.spec_path), name)
+        if os.path.isfile(src):
+            shutil.copy(src, str(tmp_path))
+    return str(tmp_path / "firedetd.json")
+
+
+def test_truncated_model_file_is_refused_by_hash(spec, tmp_path):
+    path = copy_engines(tmp_path, spec)
+    onnx = tmp_path / "firedetd.onnx"
+    data = onnx.read_bytes()
+    onnx.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelError, match="does not match the spec's"):
+        engine_for(load_spec(path))
+
+
+def test_spec_labels_disagreeing_with_the_model_are_refused(spec, tmp_path):
+    path = copy_engines(tmp_path, spec)
+    raw = json.load(open(path))
+    raw["labels"] = ["fire", "smoke", "none", "steam"]
+    json.dump(raw, open(path, "w"))
+    with pytest.raises(ModelError, match="has 3 classes, but .* lists 4 labels"):
+        engine_for(load_spec(path))
+
+
+def test_spec_input_size_disagreeing_with_the_model_is_refused(spec, tmp_path):
+    path = copy_engines(tmp_path, spec)
+    raw = json.load(open(path))
+    raw["input"]["height"] = raw["input"]["width"] = 256
+    json.dump(raw, open(path, "w"))
+    with pytest.raises(ModelError, match=r"has shape .* but .* says \[N, 3, 256, 256\]"):
+        engine_for(load_spec(path))
+
+
+def read_model_input(path, spec):
+    image = cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB)
+    return cv2.resize(image, (spec.input.width, spec.input.height), interpolation=cv2.INTER_LINEAR)
+
+
+@pytest.mark.parametrize("label", ["fire", "smoke", "none"])
+def test_shipped_model_classifies_real_test_images(spec, shared_dir, label):
+    """A handful of real test-split images per class: the shipped model must get nearly all right."""
+    paths = sorted(glob.glob(os.path.join(shared_dir, "data", "fire-smoke", "test", label, "*.jpg")))[:12]
+    engine = engine_for(spec)
+    probs = to_probabilities(engine.infer(Preprocessor(spec.input)([read_model_input(p, spec) for p in paths])[:4]),
+                             spec.output.kind)
+    rest = to_probabilities(np.concatenate([
+        engine.infer(Preprocessor(spec.input)([read_model_input(p, spec) for p in paths[i:i + 4]]))
+        for i in range(4, len(paths), 4)]), spec.output.kind)
+    predicted = [spec.labels[i] for i in np.concatenate([probs, rest]).argmax(axis=1)]
+    assert predicted.count(label) >= len(paths) - 1, predicted

@@ -1,0 +1,112 @@
+"""firedetd/config.py and schema.py: typed validation with key paths, defaults, secrets, shorthands."""
+
+import pytest
+
+from firedetd.config import host_port, load_config, read_yaml
+from firedetd.errors import ConfigError
+
+
+def error_of(make_config, raw, environ=None):
+    with pytest.raises(ConfigError) as info:
+        make_config(raw, environ)
+    return str(info.value)
+
+
+def test_defaults_watch_the_bundled_sample_with_the_shipped_model(make_config):
+    config = make_config({})
+    assert [c.name for c in config.cameras] == ["sample"]
+    assert config.cameras[0].source.uri.endswith("samples/furg_house6.mp4")
+    assert config.model.spec.endswith("engines/firedetd.json")
+    assert config.http.addr == "127.0.0.1:9108"
+
+
+def test_source_shorthand_string_becomes_a_source_mapping(make_config):
+    config = make_config({"cameras": [{"name": "yard", "source": "rtsp://127.0.0.1:8554/cam"}]})
+    assert config.cameras[0].source.uri == "rtsp://127.0.0.1:8554/cam"
+    assert config.cameras[0].source.transport == "tcp"
+
+
+def test_unsupported_scheme_names_key_path_and_suggests(make_config):
+    message = error_of(make_config, {"cameras": [{"name": "a", "source": "test://"},
+                                                 {"name": "b", "source": {"uri": "htp://x"}}]})
+    assert message.startswith("cameras[1].source.uri: unsupported scheme 'htp'")
+    assert "did you mean 'http'" in message
+
+
+def test_unknown_key_gets_did_you_mean(make_config):
+    message = error_of(make_config, {"detection": {"smoothing_alfa": 0.3}})
+    assert message.startswith("detection.smoothing_alfa: unknown key")
+    assert "did you mean 'smoothing_alpha'" in message
+
+
+def test_wrong_type_names_expected_type(make_config):
+    message = error_of(make_config, {"model": {"threads": "two"}})
+    assert message == "model.threads: expected integer, got 'two' (string)"
+
+
+def test_out_of_range_threshold(make_config):
+    assert "out of range [0.0, 1.0]" in error_of(make_config, {"detection": {"fire": {"on": 1.5}}})
+
+
+def test_hysteresis_off_above_on_is_rejected(make_config):
+    message = error_of(make_config, {"detection": {"smoke": {"on": 0.5, "off": 0.7}}})
+    assert message.startswith("detection.smoke.off:")
+
+
+def test_duplicate_camera_names_point_at_both(make_config):
+    message = error_of(make_config, {"cameras": [{"name": "a", "source": "test://"}, {"name": "a", "source": "test://"}]})
+    assert message == "cameras[1].name: 'a' is already used by cameras[0]"
+
+
+def test_choice_error_lists_allowed_values(make_config):
+    message = error_of(make_config, {"model": {"engine": "tensorflow"}})
+    assert message.startswith("model.engine: 'tensorflow' is not one of auto, onnxruntime, tensorrt")
+
+
+def test_loop_on_a_live_source_is_rejected(make_config):
+    message = error_of(make_config, {"cameras": [{"name": "a", "source": {"uri": "rtsp://h/s", "loop": True}}]})
+    assert message.startswith("cameras[0].source.loop:")
+
+
+def test_missing_model_spec_is_named(make_config, tmp_path):
+    message = error_of(make_config, {"model": {"spec": str(tmp_path / "nope.json")}})
+    assert message.startswith("model.spec: model spec") and "nope.json" in message
+
+
+def test_webhook_secret_comes_from_environment_not_yaml(make_config):
+    raw = {"alerts": {"webhooks": [{"url": "http://127.0.0.1:9/", "secret_env": "HOOK_SECRET"}]}}
+    assert "HOOK_SECRET is not set" in error_of(make_config, raw, environ={"X": "1"})
+    config = make_config(raw, environ={"HOOK_SECRET": "s3cret"})
+    assert config.alerts.webhooks[0].resolve_secret("x", {"HOOK_SECRET": "s3cret"}) == "s3cret"
+    assert "s3cret" not in repr(config)
+
+
+def test_state_dir_defaults_to_systemd_state_directory(tmp_path):
+    from firedetd.config import build_config
+
+    config = build_config({}, environ={"STATE_DIRECTORY": str(tmp_path / "st")})
+    assert config.state_dir == str(tmp_path / "st")
+
+
+def test_yaml_syntax_error_names_file_line_and_column(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("cameras:\n  - name: a\n   bad: indent\n")
+    with pytest.raises(ConfigError) as info:
+        read_yaml(str(path))
+    assert str(info.value).startswith("%s:3:4: YAML syntax error" % path)
+
+
+def test_load_config_reads_a_file(tmp_path):
+    path = tmp_path / "ok.yaml"
+    path.write_text("cameras:\n  - name: bench\n    source: test://?pattern=ball\nstate_dir: %s\n" % (tmp_path / "s"))
+    assert load_config(str(path), environ={}).cameras[0].name == "bench"
+
+
+@pytest.mark.parametrize("addr,expected", [("127.0.0.1:9108", ("127.0.0.1", 9108)), ("[::1]:80", ("::1", 80))])
+def test_host_port_parses(addr, expected):
+    assert host_port(addr, "http.addr") == expected
+
+
+def test_host_port_rejects_missing_port():
+    with pytest.raises(ConfigError, match="http.addr: '127.0.0.1' must be HOST:PORT"):
+        host_port("127.0.0.1", "http.addr")

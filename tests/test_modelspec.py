@@ -1,0 +1,74 @@
+"""engines/firedetd.json agrees with the ONNX files it describes; load_spec rejects broken specs."""
+
+import json
+import os
+
+import pytest
+
+from firedetd.errors import ModelError
+from firedetd.modelspec import load_spec, sha256_file, verify_model_file
+
+onnx = pytest.importorskip("onnx", reason="the onnx package is installed with the train extra (Python 3.8+)")
+
+
+def test_spec_matches_the_onnx_graph(spec):
+    model = onnx.load(spec.onnx_path)
+    assert model.opset_import[0].version == 13
+    (inp,) = model.graph.input
+    assert inp.name == spec.input.name
+    dims = [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim]
+    assert isinstance(dims[0], str) and dims[1:] == [3, spec.input.height, spec.input.width]
+    (out,) = model.graph.output
+    assert out.name == spec.output.name
+    assert out.type.tensor_type.shape.dim[1].dim_value == len(spec.labels)
+
+
+def test_spec_hashes_match_the_files(spec):
+    for model_file in spec.files.values():
+        assert sha256_file(model_file.path) == model_file.sha256
+        verify_model_file(model_file)
+
+
+def test_shipped_files_stay_under_20_mib(spec):
+    for model_file in spec.files.values():
+        assert os.path.getsize(model_file.path) < 20 * 1024 * 1024
+
+
+def test_spec_records_dataset_and_test_metrics(spec):
+    raw = json.load(open(spec.spec_path))
+    assert len(raw["dataset"]["manifest_sha256"]) == 64
+    assert raw["metrics"]["test"]["fp32"]["accuracy"] > 0.9
+
+
+def test_spec_recommended_detection_equals_config_defaults(spec):
+    from firedetd.config import DetectionConfig
+
+    d = DetectionConfig()
+    rec = spec.recommended
+    assert rec["smoothing_alpha"] == d.smoothing_alpha
+    for kind in ("fire", "smoke"):
+        t = d.thresholds(kind)
+        assert rec[kind] == {"on": t.on, "off": t.off, "raise_frames": t.raise_frames, "clear_frames": t.clear_frames}
+
+
+@pytest.mark.parametrize("mutate,message", [
+    (lambda r: r.pop("labels"), "missing key 'labels'"),
+    (lambda r: r.__setitem__("labels", ["fire", "none"]), "lack smoke"),
+    (lambda r: r["input"].__setitem__("layout", "NHWC"), "layout 'NHWC' is not supported"),
+    (lambda r: r["output"].__setitem__("kind", "sigmoid"), "must be logits or probabilities"),
+    (lambda r: r["files"].pop("fp32"), "no 'fp32' entry"),
+])
+def test_broken_specs_are_named(spec, tmp_path, mutate, message):
+    raw = json.load(open(spec.spec_path))
+    mutate(raw)
+    path = tmp_path / "firedetd.json"
+    path.write_text(json.dumps(raw))
+    with pytest.raises(ModelError, match=message):
+        load_spec(str(path))
+
+
+def test_unreadable_spec_names_the_file(tmp_path):
+    path = tmp_path / "firedetd.json"
+    path.write_text("{not json")
+    with pytest.raises(ModelError, match="not valid JSON"):
+        load_spec(str(path))
