@@ -1,0 +1,40 @@
+"""Small real video files for source tests, written with GStreamer (H.264 in MP4) or OpenCV (MPEG-4 in MP4)."""
+
+import cv2
+import numpy as np
+
+
+def write_h264_mp4(path, frames=30, width=320, height=240, fps=30, pattern="ball", timeout_s=60):
+    """Encode `frames` videotestsrc frames with x264enc into an MP4 at `path` (needs PyGObject and x264enc)."""
+    import gi
+
+    gi.require_version("Gst", "1.0")
+    from gi.repository import Gst
+
+    Gst.init(None)
+    # I420 keeps x264 at a profile every decoder reads (videotestsrc would otherwise pick 4:4:4).
+    pipeline = Gst.parse_launch(
+        "videotestsrc num-buffers=%d pattern=%s ! video/x-raw,format=I420,width=%d,height=%d,framerate=%d/1 "
+        "! x264enc speed-preset=ultrafast key-int-max=%d ! mp4mux ! filesink location=\"%s\""
+        % (frames, pattern, width, height, fps, fps, path))
+    pipeline.set_state(Gst.State.PLAYING)
+    try:
+        message = pipeline.get_bus().timed_pop_filtered(
+            int(timeout_s * Gst.SECOND), Gst.MessageType.EOS | Gst.MessageType.ERROR)
+        if message is None or message.type == Gst.MessageType.ERROR:
+            raise RuntimeError("writing %s failed: %s" % (path, message.parse_error()[0].message if message else
+                                                          "timed out"))
+    finally:
+        pipeline.set_state(Gst.State.NULL)
+    return str(path)
+
+
+def write_mp4v(path, frames=12, width=160, height=120, fps=10.0, bgr=None):
+    """Write `frames` frames with cv2.VideoWriter (MPEG-4 part 2); `bgr(i)` draws frame i (default: grey ramp)."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+    if not writer.isOpened():
+        raise RuntimeError("cv2.VideoWriter cannot write %s" % path)
+    for i in range(frames):
+        writer.write(bgr(i) if bgr else np.full((height, width, 3), (i * 20) % 256, np.uint8))
+    writer.release()
+    return str(path)
