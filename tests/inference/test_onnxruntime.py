@@ -1,13 +1,13 @@
 """firedetd/inference/onnxruntime.py on the real shipped model: spec checks, batching, real images."""
 
 import glob
-import json
 import os
 import shutil
 
 import cv2
 import numpy as np
 import pytest
+from support.files import read_json, write_json
 
 from firedetd.config import ModelConfig
 from firedetd.errors import EngineError, ModelError
@@ -77,18 +77,18 @@ def test_truncated_model_file_is_refused_by_hash(spec, tmp_path):
 
 def test_spec_labels_disagreeing_with_the_model_are_refused(spec, tmp_path):
     path = copy_engines(tmp_path, spec)
-    raw = json.load(open(path))
+    raw = read_json(path)
     raw["labels"] = ["fire", "smoke", "none", "steam"]
-    json.dump(raw, open(path, "w"))
+    write_json(path, raw)
     with pytest.raises(ModelError, match="has 3 classes, but .* lists 4 labels"):
         engine_for(load_spec(path))
 
 
 def test_spec_input_size_disagreeing_with_the_model_is_refused(spec, tmp_path):
     path = copy_engines(tmp_path, spec)
-    raw = json.load(open(path))
+    raw = read_json(path)
     raw["input"]["height"] = raw["input"]["width"] = 256
-    json.dump(raw, open(path, "w"))
+    write_json(path, raw)
     with pytest.raises(ModelError, match=r"has shape .* but .* says \[N, 3, 256, 256\]"):
         engine_for(load_spec(path))
 
