@@ -8,9 +8,8 @@ Nothing else in firedetd reads YAML or environment variables. Every error names 
 import difflib
 import os
 import re
-from typing import Dict, Optional, Tuple
-
 from dataclasses import dataclass, replace
+from typing import Dict, Optional, Tuple
 
 from . import paths
 from .errors import ConfigError
@@ -39,7 +38,8 @@ def parse_source_uri(uri, path):
 @dataclass(frozen=True)
 class SourceConfig:
     uri: str = option(doc="Where frames come from: `csi://0`, `v4l2:///dev/video0`, `rtsp://host/path`, "
-                          "`file:///path/video.mp4`, `test://?pattern=ball&fps=30`.",
+                          "`file:///path/video.mp4`, `test://?pattern=ball&fps=30` (test options: pattern, fps, width, "
+                          "height, live=true|false, frames=N to end after N frames).",
                       example="rtsp://192.0.2.10:554/stream1")
     backend: str = option("auto", doc="Capture backend: `gst` (GStreamer through PyGObject), `opencv` "
                                       "(cv2.VideoCapture fallback) or `auto` (gst when PyGObject imports).",
@@ -119,8 +119,10 @@ class DetectionConfig:
     fire: ThresholdConfig = option(factory=ThresholdConfig, doc="Fire thresholds.")
     smoke: ThresholdConfig = option(factory=lambda: ThresholdConfig(on=0.6, off=0.35, raise_frames=4),
                                     doc="Smoke thresholds.")
-    cooldown_s: float = option(30.0, doc="After an alert clears, a new one of the same kind on the same camera "
-                                         "waits this long.", minimum=0, maximum=86400)
+    cooldown_s: float = option(5.0, doc="After an alert clears, a new one of the same kind on the same camera "
+                                        "waits this long (media time). Short: a cooldown never hides a fire that "
+                                        "returns; hysteresis and raise_frames already stop flapping.",
+                               minimum=0, maximum=86400)
     ongoing_interval_s: float = option(60.0, doc="While an alert lasts, an `ongoing` event is sent this often "
                                                  "(0 = never).", minimum=0, maximum=86400)
     snapshot: SnapshotConfig = option(factory=SnapshotConfig, doc="Alert snapshots.")
@@ -135,7 +137,6 @@ class TensorRTConfig:
                             choices=("fp16", "fp32", "int8"))
     workspace_mib: int = option(256, doc="Builder workspace / memory-pool limit; small enough for the Nano's "
                                          "shared 4 GB.", minimum=16, maximum=65536)
-    max_batch: int = option(4, doc="Largest batch in the engine's optimisation profile.", minimum=1, maximum=64)
     cache_dir: str = option("", doc="Where built plans are kept (default: <state_dir>/engines).")
 
 
@@ -185,7 +186,7 @@ class WebhookConfig:
             try:
                 with open(self.secret_file, "r") as f:
                     return f.read().strip()
-            except (IOError, OSError) as e:
+            except OSError as e:
                 raise ConfigError("%s.secret_file: cannot read %s (%s)" % (path, self.secret_file, e.strerror))
         return ""
 
@@ -201,7 +202,8 @@ class MqttConfig:
     discovery: bool = option(True, doc="Publish Home Assistant MQTT discovery configs.")
     discovery_prefix: str = option("homeassistant", doc="Home Assistant discovery prefix.")
     qos: int = option(1, doc="QoS of alert events.", choices=(0, 1, 2))
-    include_snapshot: bool = option(False, doc="Publish snapshots (binary JPEG) on <prefix>/<device>/<camera>/snapshot.")
+    include_snapshot: bool = option(False, doc="Publish snapshots (binary JPEG) on "
+                                                "<prefix>/<device>/<camera>/snapshot.")
 
     def resolve_password(self, path, environ):
         """The broker password from the environment (never from the YAML itself), or ''."""
@@ -214,8 +216,8 @@ class MqttConfig:
 
 @dataclass(frozen=True)
 class OutboxConfig:
-    max_mb: float = option(64.0, doc="Size cap of the outbox. Above it, snapshots of the oldest pending alerts are "
-                                     "dropped first, then delivered history; alerts themselves are never dropped.",
+    max_mb: float = option(64.0, doc="Size cap of the outbox. Above it, snapshots are dropped oldest first (delivered "
+                                     "before pending), then delivered history; undelivered alerts are never dropped.",
                            minimum=1, maximum=100000)
     keep_delivered_h: float = option(24.0, doc="Delivered alerts are kept this long for the status page, then "
                                                "deleted.", minimum=0, maximum=87600)
@@ -289,6 +291,31 @@ def host_port(addr, path):
     return match.group(1), int(match.group(2))
 
 
+def yaml_loader():
+    """A safe loader with YAML 1.2 booleans: only true/false. YAML 1.1 would read the threshold keys
+    `on:`/`off:` (and yes/no) as booleans."""
+    import re as _re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+    Loader.add_implicit_resolver("tag:yaml.org,2002:bool", _re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                 list("tTfF"))
+    return Loader
+
+
+def parse_yaml(text):
+    """Parse YAML text with YAML 1.2 booleans (see yaml_loader)."""
+    import yaml
+
+    return yaml.load(text, Loader=yaml_loader())
+
+
 def read_yaml(path):
     """Parse a YAML file; syntax errors name the file, line and column."""
     import yaml
@@ -296,10 +323,10 @@ def read_yaml(path):
     try:
         with open(path, "r") as f:
             text = f.read()
-    except (IOError, OSError) as e:
+    except OSError as e:
         raise ConfigError("%s: cannot read config (%s)" % (path, e.strerror or e))
     try:
-        return yaml.safe_load(text)
+        return parse_yaml(text)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = "%s:%d:%d" % (path, mark.line + 1, mark.column + 1) if mark else path

@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 STOP_TIMEOUT_S = 5.0
 LOOP_S = 0.25
+OUTBOX_MAINTENANCE_S = 600
 
 
 class Limits(object):
@@ -97,6 +98,7 @@ class Daemon(object):
 
     def _loop(self):
         started = monotonic_ns()
+        last_maintenance = started
         while True:
             self.pipeline.wake_event.wait(LOOP_S)
             self.pipeline.wake_event.clear()
@@ -113,6 +115,9 @@ class Daemon(object):
             if self._limit_reached(started) or self._sources_done():
                 return EXIT_OK
             self._watchdog()
+            if monotonic_ns() - last_maintenance > OUTBOX_MAINTENANCE_S * 1e9:
+                last_maintenance = monotonic_ns()
+                self.pipeline.maintain_outbox()
 
     def _sources_done(self):
         if self.pipeline.finished_sources() and self.pipeline.drained():

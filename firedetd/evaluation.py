@@ -22,7 +22,6 @@ import os
 import sys
 import tempfile
 import xml.etree.ElementTree as ET
-
 from dataclasses import replace
 
 from .errors import ConfigError

@@ -7,9 +7,8 @@ nothing about the model is hard-coded anywhere else.
 import hashlib
 import json
 import os
-from typing import Dict, Optional, Tuple
-
 from dataclasses import dataclass
+from typing import Dict, Tuple
 
 from .errors import ModelError
 
@@ -116,7 +115,7 @@ def load_spec(path):
     try:
         with open(path, "r") as f:
             raw = json.load(f)
-    except (IOError, OSError) as e:
+    except OSError as e:
         raise ModelError("%s: cannot read model spec (%s)" % (path, e.strerror or e))
     except ValueError as e:
         raise ModelError("%s: not valid JSON (%s)" % (path, e))
@@ -127,7 +126,8 @@ def load_spec(path):
     if missing:
         raise ModelError("%s: labels %r lack %s" % (path, list(labels), ", ".join(missing)))
     output = _need(raw, "output", path, dict)
-    out = OutputSpec(name=_need(output, "name", path + ": output", str), kind=_need(output, "kind", path + ": output", str))
+    where = path + ": output"
+    out = OutputSpec(name=_need(output, "name", where, str), kind=_need(output, "kind", where, str))
     if out.kind not in ("logits", "probabilities"):
         raise ModelError("%s: output.kind %r must be logits or probabilities" % (path, out.kind))
     return ModelSpec(

@@ -14,7 +14,7 @@ import threading
 from . import alerts
 from .alerts.delivery import DeliveryThread
 from .alerts.outbox import Outbox, OutboxWriter
-from .clock import monotonic_ns
+from .clock import monotonic_ns, wall_ns
 from .errors import EngineError, FiredetdError, SourceError
 from .framequeue import FrameQueues
 from .inference import create_engine
@@ -27,7 +27,7 @@ from .sources.capture import FAILED, FINISHED, CaptureThread
 log = logging.getLogger(__name__)
 
 PREDICTION_QUEUE_SIZE = 256
-ENGINE_START_TIMEOUT_S = 600  # a first TensorRT build on a Nano takes minutes
+ENGINE_START_TIMEOUT_S = 880  # a first TensorRT build on a Nano takes minutes; the unit allows 900 s
 
 
 def geometry_for(spec, detection):
@@ -82,7 +82,24 @@ class Pipeline(object):
         self.outbox = Outbox(os.path.join(self.config.state_dir, "outbox.sqlite"),
                              max_bytes=int(outbox_cfg.max_mb * 1024 * 1024),
                              keep_delivered_s=outbox_cfg.keep_delivered_h * 3600)
-        self._replace_sinks(self.sink_factory(self.config))
+        sinks = self.sink_factory(self.config)
+        self._forget_removed_sinks([s.name for s in sinks])
+        self.outbox.prune(wall_ns())
+        self._replace_sinks(sinks)
+
+    def _forget_removed_sinks(self, names):
+        """Events pending for a sink that left the config can never be delivered: say so and let them go."""
+        for old in self.outbox.sinks():
+            if old not in names:
+                pending = self.outbox.pending_count(old)
+                log.warning("alerts: sink %r is no longer configured; forgetting its %d undelivered event(s)",
+                            old, pending)
+                self.outbox.forget_sink(old)
+
+    def maintain_outbox(self):
+        """Delete delivered history past keep_delivered_h (called periodically by the daemon)."""
+        if self.outbox is not None:
+            self.outbox.prune(wall_ns())
 
     def _replace_sinks(self, sinks):
         for thread in self.deliveries.values():
@@ -169,7 +186,7 @@ class Pipeline(object):
         limit = int(stall_s * 1e9)
         reasons = []
         for thread in self._stage_threads():
-            if not thread.is_alive() and not getattr(thread, "state", "") in (FINISHED, FAILED):
+            if not thread.is_alive() and getattr(thread, "state", "") not in (FINISHED, FAILED):
                 reasons.append("%s thread is dead" % thread.name)
             elif thread.is_alive() and now - thread.last_beat_ns > limit:
                 reasons.append("%s thread is stuck (no heartbeat for %.1f s)" % (thread.name,
@@ -253,7 +270,7 @@ class Pipeline(object):
         if self.postprocessor is not None:
             self.postprocessor.stop()
             self.postprocessor.join(left() * 0.5)
-            self.writer.flush_backlog()
+            self.writer.flush_backlog(force=True)
         for thread in self.deliveries.values():
             thread.stop(min(1.0, left()))
         for sink in self.sinks:

@@ -7,9 +7,8 @@ Each config dataclass field carries its documentation and limits in `field(metad
 
 import difflib
 import typing
-from typing import Any, Dict, List
-
 from dataclasses import MISSING, field, fields, is_dataclass
+from typing import Any
 
 from .errors import ConfigError
 
@@ -66,7 +65,7 @@ def describe(value):
 
 
 def join_path(path, key):
-    if isinstance(key, int):
+    if isinstance(key, int) and not isinstance(key, bool):
         return "%s[%d]" % (path, key)
     return "%s.%s" % (path, key) if path else str(key)
 
@@ -89,16 +88,17 @@ def _check_scalar(tp, value, path):
     raise ConfigError("%s: expected %s, got %s" % (path, type_name(tp), describe(value)))
 
 
-def _check_limits(meta, value, path):
+def _check_limits(meta, value, path, shown=None):
+    shown = value if shown is None else shown
     choices = meta.get("choices")
     if choices and value not in choices:
         hint = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
         raise ConfigError("%s: %r is not one of %s%s" % (
-            path, value, ", ".join(str(c) for c in choices), "; did you mean %r?" % hint[0] if hint else ""))
+            path, shown, ", ".join(str(c) for c in choices), "; did you mean %r?" % hint[0] if hint else ""))
     low, high = meta.get("min"), meta.get("max")
     if low is not None and value < low or high is not None and value > high:
         raise ConfigError("%s: %r is out of range [%s, %s]" % (
-            path, value, "-inf" if low is None else low, "inf" if high is None else high))
+            path, shown, "-inf" if low is None else low, "inf" if high is None else high))
 
 
 def build_value(tp, value, path, meta=None):
@@ -118,7 +118,7 @@ def build_value(tp, value, path, meta=None):
         return {build_value(tp.__args__[0], k, join_path(path, k)): build_value(tp.__args__[1], v, join_path(path, k))
                 for k, v in value.items()}
     checked = _check_scalar(tp, value, path)
-    _check_limits(meta, checked, path)
+    _check_limits(meta, checked, path, shown=value)
     return checked
 
 

@@ -41,7 +41,7 @@ class Notifier(object):
         try:
             self._sock.sendto(message.encode("utf-8"), address)
             return True
-        except (OSError, socket.error) as e:
+        except OSError as e:
             log.debug("sd_notify %r failed: %s", message, e)
             return False
 

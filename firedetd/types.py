@@ -1,9 +1,9 @@
 """The small frozen values that travel between pipeline stages."""
 
+from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
 import numpy as np
-from dataclasses import dataclass, field
 
 # alert lifecycle
 RAISED = "raised"

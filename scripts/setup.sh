@@ -10,7 +10,14 @@ PY=${2:-python3}
 EXTRAS=${3:-mqtt,test}
 PIP_QUIET=${PIP_QUIET:--q}
 
-[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+if [ ! -x "$VENV/bin/python" ]; then
+  if [ -f /etc/nv_tegra_release ]; then
+    # a Jetson: TensorRT, pycuda and GStreamer's python3-gi come from JetPack's system packages
+    "$PY" -m venv --system-site-packages "$VENV"
+  else
+    "$PY" -m venv "$VENV"
+  fi
+fi
 pyver=$("$VENV/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 pip() { "$VENV/bin/python" -m pip $PIP_QUIET --disable-pip-version-check "$@"; }
 

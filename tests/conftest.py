@@ -36,3 +36,4 @@ def make_config(tmp_path):
         return build_config(raw, environ or {})
 
     return make
+

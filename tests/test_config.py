@@ -110,3 +110,14 @@ def test_host_port_parses(addr, expected):
 def test_host_port_rejects_missing_port():
     with pytest.raises(ConfigError, match="http.addr: '127.0.0.1' must be HOST:PORT"):
         host_port("127.0.0.1", "http.addr")
+
+
+def test_on_and_off_keys_stay_keys_not_yaml_1_1_booleans(tmp_path):
+    path = tmp_path / "t.yaml"
+    path.write_text("detection:\n  fire:\n    on: 0.7\n    off: 0.2\ncameras:\n  - name: a\n    source: test://\n"
+                    "    enabled: yes\n")
+    raw = read_yaml(str(path))
+    assert raw["detection"]["fire"] == {"on": 0.7, "off": 0.2}
+    assert raw["cameras"][0]["enabled"] == "yes"  # only true/false are booleans, so this is a type error...
+    with pytest.raises(ConfigError, match=r"cameras\[0\].enabled: expected boolean, got 'yes'"):
+        load_config(str(path), environ={})

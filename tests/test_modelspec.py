@@ -1,9 +1,9 @@
 """engines/firedetd.json agrees with the ONNX files it describes; load_spec rejects broken specs."""
 
-import json
 import os
 
 import pytest
+from support.files import read_json, write_json
 
 from firedetd.errors import ModelError
 from firedetd.modelspec import load_spec, sha256_file, verify_model_file
@@ -35,7 +35,7 @@ def test_shipped_files_stay_under_20_mib(spec):
 
 
 def test_spec_records_dataset_and_test_metrics(spec):
-    raw = json.load(open(spec.spec_path))
+    raw = read_json(spec.spec_path)
     assert len(raw["dataset"]["manifest_sha256"]) == 64
     assert raw["metrics"]["test"]["fp32"]["accuracy"] > 0.9
 
@@ -59,10 +59,10 @@ def test_spec_recommended_detection_equals_config_defaults(spec):
     (lambda r: r["files"].pop("fp32"), "no 'fp32' entry"),
 ])
 def test_broken_specs_are_named(spec, tmp_path, mutate, message):
-    raw = json.load(open(spec.spec_path))
+    raw = read_json(spec.spec_path)
     mutate(raw)
     path = tmp_path / "firedetd.json"
-    path.write_text(json.dumps(raw))
+    write_json(path, raw)
     with pytest.raises(ModelError, match=message):
         load_spec(str(path))
 

@@ -21,7 +21,8 @@ class AugmentConfig:
     size: int = 224
     crop_scale: tuple[float, float] = (0.25, 1.0)
     crop_ratio: tuple[float, float] = (0.5, 2.0)   # wide crops squeezed to square = a 16:9 frame stretched
-    p_zoom_out: float = 0.15                        # distant subject: shrink into a padded frame
+    p_zoom_out: float = 0.3                         # distant subject: shrink into a padded frame
+    zoom_out_range: tuple[float, float] = (0.2, 0.75)  # subject size as a share of the frame side
     p_flip: float = 0.5
     brightness: float = 0.3
     contrast: float = 0.3
@@ -56,14 +57,32 @@ def random_resized_crop(image: np.ndarray, rng: np.random.Generator, cfg: Augmen
     return resize_stretch(image, cfg.size, int(rng.choice(_INTERPOLATIONS)))
 
 
-def zoom_out(image: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
-    """Shrink the picture into a frame padded by reflection: the subject becomes small, as far away."""
-    factor = rng.uniform(0.35, 0.75)
-    inner = max(8, int(cfg.size * factor))
-    small = cv2.resize(image, (inner, inner), interpolation=cv2.INTER_AREA)
-    top = int(rng.integers(0, cfg.size - inner + 1))
-    left = int(rng.integers(0, cfg.size - inner + 1))
-    return cv2.copyMakeBorder(small, top, cfg.size - inner - top, left, cfg.size - inner - left, cv2.BORDER_REFLECT_101)
+def zoom_out(image: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig,
+             backgrounds: list[np.ndarray] | None = None) -> np.ndarray:
+    """Shrink the picture into a larger frame: the subject becomes small, as when far away.
+
+    Around it goes a scene without fire or smoke (a `none` training image, the subject blended in
+    with a feathered edge so no rectangle gives it away), or, now and then, letterbox black.
+    """
+    size = cfg.size
+    factor = rng.uniform(*cfg.zoom_out_range)
+    inner_h = max(8, int(size * factor))
+    inner_w = min(size, max(8, int(size * factor * rng.uniform(0.8, 1.25))))
+    small = cv2.resize(image, (inner_w, inner_h), interpolation=cv2.INTER_AREA).astype(np.float32)
+    top = int(rng.integers(0, size - inner_h + 1))
+    left = int(rng.integers(0, size - inner_w + 1))
+    if backgrounds and rng.random() < 0.8:
+        canvas = random_resized_crop(backgrounds[int(rng.integers(len(backgrounds)))], rng, cfg).astype(np.float32)
+        mask = np.zeros((size, size), np.float32)
+        margin = max(1, min(inner_h, inner_w) // 8)
+        mask[top + margin:top + inner_h - margin, left + margin:left + inner_w - margin] = 1.0
+        mask = cv2.GaussianBlur(mask, (0, 0), margin)[..., None]
+        placed = canvas.copy()
+        placed[top:top + inner_h, left:left + inner_w] = small
+        return np.clip(placed * mask + canvas * (1 - mask), 0, 255).astype(np.uint8)
+    canvas = np.zeros((size, size, 3), np.float32)
+    canvas[top:top + inner_h, left:left + inner_w] = small
+    return canvas.astype(np.uint8)
 
 
 def jitter_colour(image: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
@@ -119,10 +138,12 @@ def jpeg_roundtrip(image: np.ndarray, quality: int) -> np.ndarray:
     return cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1] if ok else image
 
 
-def augment(image: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
-    """One random camera-like view of `image` (RGB uint8) at cfg.size x cfg.size."""
+def augment(image: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig,
+            backgrounds: list[np.ndarray] | None = None) -> np.ndarray:
+    """One random camera-like view of `image` (RGB uint8) at cfg.size x cfg.size; `backgrounds` are scenes
+    without fire or smoke for zoom-out."""
     if rng.random() < cfg.p_zoom_out:
-        out = zoom_out(image, rng, cfg)
+        out = zoom_out(image, rng, cfg, backgrounds)
     else:
         out = random_resized_crop(image, rng, cfg)
     if rng.random() < cfg.p_flip:

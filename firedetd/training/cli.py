@@ -12,11 +12,14 @@ from pathlib import Path
 DEFAULT_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "fire-smoke"
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2].parent / "shared" / "weights"
 DEFAULT_ENGINES = Path(__file__).resolve().parents[2] / "engines"
+REPORT_DIR = Path(__file__).resolve().parents[2] / "docs" / "model-report"
 
 
 def add_data_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="fire-smoke dataset root ({train,val,test}/{fire,smoke,none})")
-    p.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="folder with the pretrained backbones (WEIGHTS.md)")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA,
+                   help="fire-smoke dataset root ({train,val,test}/{fire,smoke,none})")
+    p.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS,
+                   help="folder with the pretrained backbones (WEIGHTS.md)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--no-progress", dest="progress", action="store_false")
 
@@ -45,6 +48,21 @@ def add_subcommands(sub) -> None:
     export.add_argument("--calibration-images", type=int, default=300, help="training images used to calibrate INT8")
     export.set_defaults(func=run_export)
 
+    study = sub.add_parser("study", help="run the training/compression experiments behind docs/model-report.md")
+    add_data_arguments(study)
+    study.add_argument("--results", type=Path, default=REPORT_DIR / "results")
+    study.add_argument("--work", type=Path, default=Path("runs/study"))
+    study.add_argument("--shipped-run", type=Path, default=Path("runs/ship-v2-full"),
+                       help="the training run whose best.pt was exported to engines/")
+    study.add_argument("--parts", default="shipped,backbones,lr,compression")
+    study.set_defaults(func=run_study)
+
+    report = sub.add_parser("report", help="write docs/model-report.md and its figures from the study results")
+    report.add_argument("--results", type=Path, default=REPORT_DIR / "results")
+    report.add_argument("--output", type=Path, default=REPORT_DIR.parent / "model-report.md")
+    report.add_argument("--engines", type=Path, default=DEFAULT_ENGINES)
+    report.set_defaults(func=run_report)
+
 
 def run_train(args) -> int:
     from .train import TrainConfig, train
@@ -61,4 +79,19 @@ def run_export(args) -> int:
 
     ship_model(args.checkpoint, args.backbone, args.engines, args.data, args.version, args.calibration_images,
                progress=args.progress)
+    return 0
+
+
+def run_study(args) -> int:
+    from .study import run_study as study
+
+    study(args.data, args.weights, args.results, args.work, args.shipped_run, args.parts.split(","), args.threads,
+          args.progress)
+    return 0
+
+
+def run_report(args) -> int:
+    from .report import write_report
+
+    print(write_report(args.results, args.output, args.engines))
     return 0

@@ -36,7 +36,8 @@ def list_split(root: Path, split: str, labels: tuple[str, ...] = LABELS) -> list
     """List a split's images, in sorted order; raise DatasetError naming any missing or empty folder."""
     split_dir = Path(root) / split
     if not split_dir.is_dir():
-        raise DatasetError(f"{split_dir}: split folder not found (expected {root}/{{{','.join(SPLITS)}}}/{{{','.join(labels)}}})")
+        expected = f"{root}/{{{','.join(SPLITS)}}}/{{{','.join(labels)}}}"
+        raise DatasetError(f"{split_dir}: split folder not found (expected {expected})")
     samples: list[Sample] = []
     for index, label in enumerate(labels):
         class_dir = split_dir / label
@@ -80,7 +81,8 @@ def load_images(samples: list[Sample], max_side: int = 320, progress: bool = Tru
     """Decode every sample into memory (the whole set is ~0.6 GB decoded, which saves a decode per epoch)."""
     from tqdm import tqdm
 
-    return [read_rgb(s.path, max_side) for s in tqdm(samples, desc="decode", unit="img", disable=not progress, leave=False)]
+    bar = tqdm(samples, desc="decode", unit="img", disable=not progress, leave=False)
+    return [read_rgb(s.path, max_side) for s in bar]
 
 
 def manifest_sha256(root: Path) -> str:

@@ -42,7 +42,8 @@ def classification_metrics(probs: np.ndarray, labels_true: np.ndarray, labels: t
         precision = tp / cm[:, i].sum() if cm[:, i].sum() else 0.0
         recall = tp / cm[i, :].sum() if cm[i, :].sum() else 0.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        per_class[label] = {"precision": float(precision), "recall": float(recall), "f1": float(f1), "support": int(cm[i, :].sum())}
+        per_class[label] = {"precision": float(precision), "recall": float(recall), "f1": float(f1),
+                            "support": int(cm[i, :].sum())}
     none = labels.index("none")
     none_total = cm[none, :].sum()
     return {

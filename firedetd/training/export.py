@@ -27,7 +27,7 @@ OUTPUT_NAME = "logits"
 def load_checkpoint(path: Path, backbone: str) -> nn.Module:
     model = build_classifier(backbone, len(LABELS), None)
     state = torch.load(path, map_location="cpu", weights_only=True)
-    model.load_state_dict(state["model"] if "model" in state else state)
+    model.load_state_dict(state.get("model", state))
     return model.eval().to(memory_format=torch.contiguous_format)
 
 
@@ -72,6 +72,10 @@ def sha256_of(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def file_entry(path: Path, precision: str) -> dict:
+    return {"path": path.name, "sha256": sha256_of(path), "bytes": path.stat().st_size, "precision": precision}
+
+
 def write_spec(engines: Path, name: str, version: str, files: dict[str, dict], data_root: Path, metrics: dict,
                recommended: dict, backbone: str, size: int = 224) -> Path:
     """Write engines/firedetd.json: what every runtime reads instead of hard-coding anything."""
@@ -85,8 +89,7 @@ def write_spec(engines: Path, name: str, version: str, files: dict[str, dict], d
                   "resize": "stretch", "dtype": "float32", "batch": "dynamic"},
         "output": {"name": OUTPUT_NAME, "kind": "logits"},
         "opset": OPSET,
-        "files": {role: {"path": Path(f["path"]).name, "sha256": sha256_of(engines / Path(f["path"]).name),
-                         "bytes": (engines / Path(f["path"]).name).stat().st_size, "precision": f.get("precision", role)}
+        "files": {role: file_entry(engines / Path(f["path"]).name, f.get("precision", role))
                   for role, f in files.items()},
         "dataset": {"name": "fire-smoke (shared)", "manifest_sha256": manifest_sha256(data_root)},
         "metrics": metrics,

@@ -47,6 +47,7 @@ class TrainConfig:
     rare_weight: float = 4.0         # oversampling of rare hard cases (distant plumes: afm_ prefix)
     rare_origins: tuple[str, ...] = ("afm",)
     max_per_class: int = 0           # 0 = all; small numbers make quick tests
+    feature_cache: Path | None = None  # head mode: reuse the frozen backbone's features across runs (LR sweep)
     progress: bool = True
     augment: A.AugmentConfig = field(default_factory=A.AugmentConfig)
 
@@ -69,6 +70,12 @@ def limit_per_class(samples: list[Sample], limit: int) -> list[Sample]:
     return out
 
 
+def none_images(samples: list[Sample], images: list[np.ndarray]) -> list[np.ndarray]:
+    """Training scenes without fire or smoke: the backgrounds that zoom-out places small subjects in."""
+    none = LABELS.index("none")
+    return [im for s, im in zip(samples, images) if s.label == none]
+
+
 def sampling_weights(samples: list[Sample], cfg: TrainConfig) -> np.ndarray:
     """Class-balanced sampling, with rare hard cases (distant plumes) drawn more often."""
     counts = np.bincount([s.label for s in samples], minlength=len(LABELS)).astype(np.float64)
@@ -87,8 +94,9 @@ def clean_batch(images: list[np.ndarray], size: int) -> torch.Tensor:
     return torch.from_numpy(A.to_input(batch)).to(memory_format=FAST_FORMAT)
 
 
-def augmented_batch(images: list[np.ndarray], rng: np.random.Generator, cfg: TrainConfig) -> torch.Tensor:
-    batch = np.stack([A.augment(im, rng, cfg.augment) for im in images])
+def augmented_batch(images: list[np.ndarray], rng: np.random.Generator, cfg: TrainConfig,
+                    backgrounds: list[np.ndarray] | None = None) -> torch.Tensor:
+    batch = np.stack([A.augment(im, rng, cfg.augment, backgrounds) for im in images])
     return torch.from_numpy(A.to_input(batch)).to(memory_format=FAST_FORMAT)
 
 
@@ -105,7 +113,8 @@ def predict_logits(model: nn.Module, images: list[np.ndarray], size: int, batch_
 @torch.no_grad()
 def extract_features(model: nn.Module, batches, progress: bool, desc: str, total: int) -> torch.Tensor:
     model.eval()
-    feats = [model.forward_features(x) for x in tqdm(batches, desc=desc, total=total, disable=not progress, leave=False)]
+    bar = tqdm(batches, desc=desc, total=total, disable=not progress, leave=False)
+    feats = [model.forward_features(x) for x in bar]
     return torch.cat(feats)
 
 
@@ -159,7 +168,6 @@ def train(cfg: TrainConfig) -> dict:
         print(format_counts(split, samples), flush=True)
     train_images = load_images(train_samples, progress=cfg.progress)
     val_images = load_images(val_samples, progress=cfg.progress)
-    train_labels = np.array([s.label for s in train_samples])
     val_labels = np.array([s.label for s in val_samples])
 
     pretrained = cfg.weights if cfg.mode != "scratch" else None
@@ -196,6 +204,7 @@ def fit_network(model: nn.Module, samples: list[Sample], images: list[np.ndarray
     rng = np.random.default_rng(cfg.seed)
     weights = sampling_weights(samples, cfg)
     labels = np.array([s.label for s in samples])
+    backgrounds = none_images(samples, images)
     optimizer = make_optimizer(model, cfg)
     steps_per_epoch = max(1, len(samples) // cfg.batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
@@ -210,10 +219,11 @@ def fit_network(model: nn.Module, samples: list[Sample], images: list[np.ndarray
             freeze_batchnorm(model)
         order = rng.choice(len(samples), size=steps_per_epoch * cfg.batch_size, replace=True, p=weights)
         running, seen = 0.0, 0
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress, leave=False)
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress,
+                   leave=False)
         for step in bar:
             idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-            x = augmented_batch([images[i] for i in idx], rng, cfg)
+            x = augmented_batch([images[i] for i in idx], rng, cfg, backgrounds)
             y = torch.from_numpy(labels[idx])
             loss = loss_fn(model(x), y)
             optimizer.zero_grad(set_to_none=True)
@@ -224,7 +234,8 @@ def fit_network(model: nn.Module, samples: list[Sample], images: list[np.ndarray
             seen += len(idx)
             bar.set_postfix(loss=f"{running / seen:.4f}")
         val_logits = predict_logits(model, val_images, cfg.size, progress=cfg.progress)
-        history.append(finish_epoch(model, optimizer, epoch, running / seen, val_logits, val_labels, cfg, stopper, history))
+        history.append(finish_epoch(model, optimizer, epoch, running / seen, val_logits, val_labels, cfg, stopper,
+                                    history))
         if stopper.should_stop:
             print(f"early stop after epoch {epoch + 1}: no better val accuracy for {cfg.patience} epochs", flush=True)
             break
@@ -243,15 +254,16 @@ def finish_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int,
     row = {"epoch": epoch + 1, "train_loss": round(train_loss, 5), "val_loss": round(val["loss"], 5),
            "val_accuracy": round(val["accuracy"], 5), "val_none_false_alarm": round(val["none_false_alarm_rate"], 5)}
     print(f"epoch {row['epoch']}: train loss {row['train_loss']:.4f}  val loss {row['val_loss']:.4f}  "
-          f"val acc {row['val_accuracy']:.4f}  none->alarm {row['val_none_false_alarm']:.4f}" + ("  *" if improved else ""),
+          f"val acc {row['val_accuracy']:.4f}  none->alarm {row['val_none_false_alarm']:.4f}"
+          + ("  *" if improved else ""),
           flush=True)
     (cfg.out / "history.json").write_text(json.dumps(history + [row], indent=2))
     return row
 
 
-def fit_head_on_cached_features(model: nn.Module, samples: list[Sample], images: list[np.ndarray],
-                                val_images: list[np.ndarray], val_labels: np.ndarray, cfg: TrainConfig) -> list[dict]:
-    """Train only the classifier on features of a frozen backbone, computed once for `head_views` augmented views."""
+def compute_head_features(model: nn.Module, images: list[np.ndarray], val_images: list[np.ndarray],
+                          cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frozen-backbone features: one clean and head_views - 1 augmented views of each training image."""
     rng = np.random.default_rng(cfg.seed)
     bs = 64
     views = []
@@ -260,9 +272,21 @@ def fit_head_on_cached_features(model: nn.Module, samples: list[Sample], images:
                    for i in range(0, len(images), bs))
         views.append(extract_features(model, batches, cfg.progress, f"features view {view + 1}/{cfg.head_views}",
                                       (len(images) + bs - 1) // bs))
-    feats = torch.cat(views)
     val_batches = (clean_batch(val_images[i:i + bs], cfg.size) for i in range(0, len(val_images), bs))
     val_feats = extract_features(model, val_batches, cfg.progress, "features val", (len(val_images) + bs - 1) // bs)
+    return torch.cat(views), val_feats
+
+
+def fit_head_on_cached_features(model: nn.Module, samples: list[Sample], images: list[np.ndarray],
+                                val_images: list[np.ndarray], val_labels: np.ndarray, cfg: TrainConfig) -> list[dict]:
+    """Train only the classifier on features of a frozen backbone, computed once for `head_views` augmented views."""
+    if cfg.feature_cache is not None and cfg.feature_cache.is_file():
+        feats, val_feats = torch.load(cfg.feature_cache, weights_only=True)
+    else:
+        feats, val_feats = compute_head_features(model, images, val_images, cfg)
+        if cfg.feature_cache is not None:
+            cfg.feature_cache.parent.mkdir(parents=True, exist_ok=True)
+            torch.save((feats, val_feats), cfg.feature_cache)
     labels = torch.from_numpy(np.tile([s.label for s in samples], cfg.head_views))
     weights = torch.from_numpy(np.tile(sampling_weights(samples, cfg), cfg.head_views))
     for p in model.parameters():
