@@ -54,6 +54,8 @@ class Metrics(object):
         self.config_reloads = Counter("firedetd_config_reloads_total", "SIGHUP reloads", ["result"], registry=r)
         self.model_info = Gauge("firedetd_model_info", "The loaded model and engine (value 1)",
                                 ["name", "version", "sha256", "engine", "provider"], registry=r)
+        for result in ("applied", "rejected"):
+            self.config_reloads.labels(result)
         self._stage_views = []
         r.register(_StageCollector(self._stage_views))
 

@@ -51,7 +51,15 @@ class CaptureThread(threading.Thread):
     def stop(self):
         self.stop_event.set()
 
+    def _init_metrics(self):
+        """Export every per-camera series from the start (as 0), so rates and alerts see them before a failure."""
+        for counter in (self.metrics.frames_captured, self.metrics.frames_processed, self.metrics.frames_bad,
+                        self.metrics.source_errors, self.metrics.source_reconnects):
+            counter.labels(self.camera.name)
+        self.metrics.source_up.labels(self.camera.name).set(0)
+
     def run(self):
+        self._init_metrics()
         self.metrics.thread_alive.labels(self.name).set(1)
         try:
             self._run_until_done()

@@ -17,7 +17,8 @@ from ..modelspec import InputSpec
 from .augment import resize_stretch
 from .data import LABELS, list_split, read_rgb
 from .evaluate import classification_metrics
-from .export import export_onnx, load_checkpoint, max_abs_difference, sample_images, write_spec
+from .export import export_onnx, load_checkpoint, max_abs_difference, sample_images, sha256_of, write_spec
+from .trtcalib import entropy_thresholds, read_trt_calibration_cache, write_trt_calibration_cache
 
 INPUT = InputSpec(name="input", height=224, width=224, layout="NCHW", color="RGB", scale=1.0,
                   mean=(128.0, 128.0, 128.0), std=(128.0, 128.0, 128.0), resize="stretch")
@@ -117,6 +118,14 @@ def strip_unused_opsets(path: Path) -> None:
     onnx.save(model, str(path))
 
 
+def add_calibration_entry(spec_path: Path, calib: Path) -> None:
+    """Record the TensorRT INT8 calibration cache in the spec (a device never needs the dataset)."""
+    spec = json.loads(spec_path.read_text())
+    spec["calibration"] = {"path": calib.name, "sha256": sha256_of(calib), "format": "TensorRT EntropyCalibration2",
+                           "made_with": "ONNX Runtime entropy calibrator on 120 training images"}
+    spec_path.write_text(json.dumps(spec, indent=2) + "\n")
+
+
 def ship_model(checkpoint: Path, backbone: str, engines: Path, data_root: Path, version: str,
                calibration_count: int = 300, progress: bool = True) -> dict:
     """Export, verify, quantize, evaluate and describe the model; returns the spec's metrics."""
@@ -128,7 +137,11 @@ def ship_model(checkpoint: Path, backbone: str, engines: Path, data_root: Path, 
     print(f"export: max |torch - onnxruntime| on {len(check_images)} val images = {diff:.2e}", flush=True)
     if diff > EXPORT_TOLERANCE:
         raise RuntimeError(f"ONNX export disagrees with torch by {diff:.3g} (> {EXPORT_TOLERANCE})")
-    int8 = quantize_int8(fp32, engines / "firedetd-int8.onnx", calibration_images(data_root, calibration_count))
+    calibration = calibration_images(data_root, calibration_count)
+    int8 = quantize_int8(fp32, engines / "firedetd-int8.onnx", calibration)
+    calib = write_trt_calibration_cache(engines / "firedetd-int8.calib",
+                                        entropy_thresholds(fp32, CalibrationReader(calibration[:120]).batches))
+    print(f"TensorRT INT8 calibration cache: {calib} ({len(read_trt_calibration_cache(calib))} tensors)", flush=True)
     test_images, test_labels = split_images(data_root, "test", progress)
     thresholds = {k: v["on"] for k, v in recommended_detection().items() if isinstance(v, dict)}
     metrics = {"export_max_abs_diff": diff, "test": {}}
@@ -142,6 +155,8 @@ def ship_model(checkpoint: Path, backbone: str, engines: Path, data_root: Path, 
         print(f"{role}: test accuracy {m['accuracy']:.4f}, none called fire/smoke {m['none_false_alarm_rate']:.4f} "
               f"(at thresholds {m_thr['none_false_alarm_rate']:.4f})", flush=True)
     files = {"fp32": {"path": fp32.name, "precision": "fp32"}, "int8": {"path": int8.name, "precision": "int8"}}
-    write_spec(engines, f"firedetd-{backbone}", version, files, data_root, metrics, recommended_detection(), backbone)
+    spec_path = write_spec(engines, f"firedetd-{backbone}", version, files, data_root, metrics, recommended_detection(),
+                           backbone)
+    add_calibration_entry(spec_path, calib)
     (engines / "export-report.json").write_text(json.dumps({"checkpoint": str(checkpoint), **metrics}, indent=2))
     return metrics
