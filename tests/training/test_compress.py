@@ -5,8 +5,13 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="training needs torch (the train extra, Python 3.8+)")
 
-from firedetd.training.compress import (cluster_weights, distinct_values_per_layer, kmeans_1d,  # noqa: E402
-                                        resnap_clusters, zipped_size)
+from firedetd.training.compress import (  # noqa: E402
+    cluster_weights,
+    distinct_values_per_layer,
+    kmeans_1d,
+    resnap_clusters,
+    zipped_size,
+)
 from firedetd.training.models import build_classifier, count_parameters  # noqa: E402
 
 
