@@ -56,7 +56,9 @@ class SourceConfig:
                                       "`hardware` or `software`.", choices=("auto", "hardware", "software"))
     reconnect_initial_s: float = option(0.5, doc="First wait before reopening a failed source; doubles each "
                                                  "failure.", minimum=0.05, maximum=60)
-    reconnect_max_s: float = option(10.0, doc="Longest wait between reconnect attempts.", minimum=0.1, maximum=600)
+    reconnect_max_s: float = option(3.0, doc="Longest wait between reconnect attempts: a camera that comes back is "
+                                             "watched again within about this plus its connect time "
+                                             "(docs/reliability.md).", minimum=0.1, maximum=600)
     stall_timeout_s: float = option(5.0, doc="A source that delivers no frame for this long is restarted.",
                                     minimum=0.5, maximum=600)
 
@@ -112,6 +114,43 @@ class SnapshotConfig:
     jpeg_quality: int = option(85, doc="JPEG quality of snapshots.", minimum=10, maximum=100)
 
 
+SENSOR_KINDS = ("temperature", "gas", "smoke_detector", "generic")
+
+
+@dataclass(frozen=True)
+class SensorConfig:
+    name: str = option(doc="Sensor name (letters, digits, `_ . -`), in logs and metrics.", example="kitchen-heat")
+    topic: str = option(doc="MQTT topic the sensor publishes its readings on (one topic, no wildcards).",
+                        example="zigbee2mqtt/kitchen_sensor")
+    kind: str = option("generic", doc="What it measures: `temperature`, `gas`, `smoke_detector` (ON/OFF) or "
+                                      "`generic`.", choices=SENSOR_KINDS)
+    value_key: str = option("", doc="For JSON payloads, the key of the reading (dots for nesting: "
+                                    "`air.temperature`); empty: the payload is the reading (a number, ON/OFF, "
+                                    "true/false).")
+    threshold: Optional[float] = option(None, doc="A reading at or above this is an alarm (ON and true read as 1, "
+                                                  "OFF and false as 0). Required except for smoke_detector (0.5).")
+    cameras: Tuple[str, ...] = option(factory=tuple, doc="Cameras the sensor covers (empty: every camera).")
+    kinds: Tuple[str, ...] = option(factory=tuple, doc="Alert kinds its alarm supports (empty: fire and smoke).",
+                                    choices=("fire", "smoke"))
+    boost: float = option(0.15, doc="During a fresh alarm, the `on` threshold of those kinds on those cameras is "
+                                    "this much lower (never below `off`). The camera must still see it: a sensor "
+                                    "alone never raises an alert.", minimum=0.0, maximum=0.5)
+    max_age_s: float = option(120.0, doc="A reading older than this (since it arrived) is ignored. Set it above "
+                                         "the sensor's reporting interval.", minimum=1, maximum=86400)
+
+    def check(self, path):
+        if not _NAME.match(self.name):
+            raise ConfigError("%s.name: %r must be 1-64 letters, digits, '_', '.' or '-'" % (path, self.name))
+        if not self.topic or "+" in self.topic or "#" in self.topic:
+            raise ConfigError("%s.topic: %r must be one topic, without the wildcards + and #" % (path, self.topic))
+        if self.threshold is None and self.kind != "smoke_detector":
+            raise ConfigError("%s.threshold: required for a %s sensor" % (path, self.kind))
+
+    @property
+    def alarm_threshold(self):
+        return 0.5 if self.threshold is None else self.threshold
+
+
 @dataclass(frozen=True)
 class DetectionConfig:
     smoothing_alpha: float = option(0.5, doc="Exponential smoothing of probabilities: weight of the newest frame "
@@ -126,6 +165,9 @@ class DetectionConfig:
     ongoing_interval_s: float = option(60.0, doc="While an alert lasts, an `ongoing` event is sent this often "
                                                  "(0 = never).", minimum=0, maximum=86400)
     snapshot: SnapshotConfig = option(factory=SnapshotConfig, doc="Alert snapshots.")
+    sensors: Tuple[SensorConfig, ...] = option(factory=tuple, doc="External sensors read over MQTT (broker: "
+                                                                  "`sensors_mqtt`, else `alerts.mqtt`); a fresh "
+                                                                  "alarm lowers thresholds (docs/sensors.md).")
 
     def thresholds(self, kind):
         return {"fire": self.fire, "smoke": self.smoke}[kind]
@@ -201,9 +243,18 @@ class MqttConfig:
     topic_prefix: str = option("firedetd", doc="Topics are <prefix>/<device_id>/...")
     discovery: bool = option(True, doc="Publish Home Assistant MQTT discovery configs.")
     discovery_prefix: str = option("homeassistant", doc="Home Assistant discovery prefix.")
-    qos: int = option(1, doc="QoS of alert events.", choices=(0, 1, 2))
+    qos: int = option(1, doc="QoS of alert events and states. 1 or 2: an event counts as delivered once the broker "
+                             "acknowledged it; 0: once it left this device (no acknowledgement exists; see "
+                             "docs/mqtt.md).", choices=(0, 1, 2))
     include_snapshot: bool = option(False, doc="Publish snapshots (binary JPEG) on "
                                                 "<prefix>/<device>/<camera>/snapshot.")
+    timeout_s: float = option(10.0, doc="How long one delivery waits for a connection and for the broker's "
+                                        "acknowledgement before it fails and the outbox retries it.",
+                              minimum=0.1, maximum=300)
+    keepalive_s: int = option(30, doc="MQTT keepalive: a dead connection is noticed (and the last will "
+                                      "published) within about 1.5x this.", minimum=5, maximum=3600)
+    status_interval_s: float = option(10.0, doc="How often each camera's FPS is published; fire/smoke state "
+                                                "changes are published at once.", minimum=0.5, maximum=3600)
 
     def resolve_password(self, path, environ):
         """The broker password from the environment (never from the YAML itself), or ''."""
@@ -212,6 +263,22 @@ class MqttConfig:
         if self.password_env not in environ:
             raise ConfigError("%s.password_env: environment variable %s is not set" % (path, self.password_env))
         return environ[self.password_env]
+
+
+@dataclass(frozen=True)
+class SensorBrokerConfig:
+    host: str = option("127.0.0.1", doc="MQTT broker host.")
+    port: int = option(1883, doc="Broker port.", minimum=1, maximum=65535)
+    username: str = option("", doc="Username, if the broker wants one.")
+    password_env: str = option("", doc="Environment variable holding the password.")
+    tls: bool = option(False, doc="Connect with TLS (certificate verified).")
+    keepalive_s: int = option(30, doc="MQTT keepalive.", minimum=5, maximum=3600)
+
+    def resolve_password(self, path, environ):
+        """The broker password from the environment (never from the YAML itself), or ''."""
+        if self.password_env and self.password_env not in environ:
+            raise ConfigError("%s.password_env: environment variable %s is not set" % (path, self.password_env))
+        return environ[self.password_env] if self.password_env else ""
 
 
 @dataclass(frozen=True)
@@ -245,6 +312,11 @@ class HttpConfig:
     enabled: bool = option(True, doc="Serve /metrics, /healthz and the status page.")
     addr: str = option("127.0.0.1:9108", doc="HOST:PORT to listen on. Loopback by default: expose it only "
                                              "behind something that authenticates.")
+    status_page: bool = option(True, doc="Serve the status page at / (live view, probabilities, recent alerts, "
+                                         "health; docs/status-page.md). It shows images only while "
+                                         "detection.snapshot.enabled is true.")
+    live_fps: float = option(2.0, doc="Most live-view JPEGs encoded per camera per second, however many pages "
+                                      "or /stream/<camera>.mjpg clients watch.", minimum=0.2, maximum=30)
 
     def check(self, path):
         host_port(self.addr, path + ".addr")
@@ -269,6 +341,8 @@ class Config:
                                     "or ./state.")
     device_id: str = option("", doc="This device's id in alerts, topics and metrics (default: the host name).")
     log_level: str = option("info", doc="Log level.", choices=LOG_LEVELS)
+    sensors_mqtt: Optional[SensorBrokerConfig] = option(None, doc="The MQTT broker detection.sensors are read "
+                                                                  "from; default: alerts.mqtt's.")
 
     def check(self, path):
         seen = {}
@@ -277,6 +351,20 @@ class Config:
                 raise ConfigError("cameras[%d].name: %r is already used by cameras[%d]" % (i, camera.name,
                                                                                           seen[camera.name]))
             seen[camera.name] = i
+        self._check_sensors(seen)
+
+    def _check_sensors(self, camera_names):
+        sensors = self.detection.sensors
+        if sensors and self.sensors_mqtt is None and self.alerts.mqtt is None:
+            raise ConfigError("detection.sensors: no broker to read them from; set sensors_mqtt or alerts.mqtt")
+        names = set()
+        for i, sensor in enumerate(sensors):
+            if sensor.name in names:
+                raise ConfigError("detection.sensors[%d].name: %r is used twice" % (i, sensor.name))
+            names.add(sensor.name)
+            unknown = [c for c in sensor.cameras if c not in camera_names]
+            if self.cameras and unknown:
+                raise ConfigError("detection.sensors[%d].cameras: no camera named %r" % (i, unknown[0]))
 
     @property
     def active_cameras(self):
@@ -321,10 +409,13 @@ def read_yaml(path):
     import yaml
 
     try:
-        with open(path, "r") as f:
+        # UTF-8 whatever the locale: Python 3.6 under LANG=C (a bare systemd unit) would read ASCII only
+        with open(path, "r", encoding="utf-8") as f:
             text = f.read()
     except OSError as e:
         raise ConfigError("%s: cannot read config (%s)" % (path, e.strerror or e))
+    except UnicodeDecodeError as e:
+        raise ConfigError("%s: not UTF-8 text (byte %d: %s)" % (path, e.start, e.reason))
     try:
         return parse_yaml(text)
     except yaml.MarkedYAMLError as e:

@@ -7,6 +7,7 @@ stage thread beats and frames that arrive get decided, so a hung engine or captu
 """
 
 import logging
+import re
 import signal
 import threading
 
@@ -16,6 +17,7 @@ from .errors import EXIT_OK, ConfigError, FiredetdError
 from .httpserver import HttpEndpoint
 from .modelspec import load_spec
 from .pipeline import Pipeline
+from .status import StatusPage, create_live_view
 from .systemd import Notifier
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,7 @@ class Daemon(object):
         self.reload_requested = threading.Event()
         self.pipeline = None
         self.http = None
+        self.status_page = None
         self._last_problems = None
 
     def install_signal_handlers(self):
@@ -68,7 +71,8 @@ class Daemon(object):
     def run(self):
         """Run until stopped, the sources end, a limit is reached, or a fatal error; return the exit code."""
         spec = load_spec(self.config.model.spec)
-        self.pipeline = self.pipeline_factory(self.config, spec)
+        # the live view exists only with the status page: otherwise the postprocessor pays nothing per frame
+        self.pipeline = self.pipeline_factory(self.config, spec, live_view=create_live_view(self.config, spec))
         try:
             self.pipeline.start()
             self._start_http()
@@ -78,6 +82,8 @@ class Daemon(object):
             return self._loop()
         finally:
             self.notifier.stopping()
+            if self.status_page is not None:
+                self.status_page.close()  # live streams end now, not when their clients go
             self.pipeline.stop(STOP_TIMEOUT_S)
             if self.http is not None:
                 self.http.stop()
@@ -94,6 +100,9 @@ class Daemon(object):
             raise ConfigError("http.addr: cannot listen on %s (%s)" % (self.config.http.addr, e.strerror or e))
         if self.extra_routes is not None:
             self.extra_routes(self.http, self.pipeline)
+        if self.pipeline.live_view is not None and self.config.http.status_page:
+            self.status_page = StatusPage(self.pipeline, self.config.http.live_fps)
+            self.status_page.register(self.http)
         self.http.start()
 
     def _loop(self):
@@ -115,6 +124,7 @@ class Daemon(object):
             if self._limit_reached(started) or self._sources_done():
                 return EXIT_OK
             self._watchdog()
+            self.pipeline.publish_status()  # MQTT state and FPS; sinks rate-limit and never block
             if monotonic_ns() - last_maintenance > OUTBOX_MAINTENANCE_S * 1e9:
                 last_maintenance = monotonic_ns()
                 self.pipeline.maintain_outbox()
@@ -139,12 +149,14 @@ class Daemon(object):
         problems = self.pipeline.stall_reasons(self.config.watchdog.stall_s)
         if not problems:
             self.notifier.watchdog()
-        if problems != self._last_problems:
+        # compared without their durations, which grow every loop: one log line per change, not four a second
+        kinds = [re.sub(r"[0-9.]+ s\b", "N s", p) for p in problems]
+        if kinds != self._last_problems:
             if problems:
                 log.error("watchdog: not pinging systemd: %s", "; ".join(problems))
             elif self._last_problems:
                 log.info("watchdog: healthy again")
-            self._last_problems = problems
+            self._last_problems = kinds
 
     def _reload(self):
         try:

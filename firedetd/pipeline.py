@@ -21,6 +21,7 @@ from .inference import create_engine
 from .metrics import Metrics
 from .postprocess import Postprocessor
 from .runner import EngineRunner
+from .sensors import start_sensor_input
 from .sources import Geometry, create_source
 from .sources.capture import FAILED, FINISHED, CaptureThread
 
@@ -56,6 +57,7 @@ class Pipeline(object):
         self.writer = None
         self.runner = None
         self.postprocessor = None
+        self.sensor_input = None
         self.fatal_error = None
         self.wake_event = threading.Event()  # set when the daemon loop should look: fatal error or sources done
         self._lock = threading.Lock()
@@ -69,8 +71,10 @@ class Pipeline(object):
         self._started_ns = monotonic_ns()
         self._start_alerting()
         self._start_engine()
+        self.sensor_input = start_sensor_input(self.config, self.metrics)
         self.postprocessor = Postprocessor(self.spec, self.config.detection, self.prediction_queue, self.writer,
-                                           self.metrics, on_event=self._wake_deliveries, live_view=self.live_view)
+                                           self.metrics, on_event=self._wake_deliveries, live_view=self.live_view,
+                                           sensor_view=self.sensor_input)
         self.postprocessor.start()
         geometry = geometry_for(self.spec, self.config.detection)
         for camera in self.config.active_cameras:
@@ -121,6 +125,7 @@ class Pipeline(object):
 
     def _delivery_stats(self, sink_name):
         metrics = self.metrics
+        metrics.alerts_delivered.labels(sink_name)
 
         def on_delivered(count=1):
             metrics.alerts_delivered.labels(sink_name).inc(count)
@@ -218,6 +223,32 @@ class Pipeline(object):
                 "engine": {"name": self.runner.engine.name if self.runner and self.runner.engine else None,
                            "decided": self.postprocessor.decided if self.postprocessor else 0}}
 
+    def camera_status(self):
+        """{camera: {"fire": bool, "smoke": bool, "fps": float or None}}: the alert states and decided FPS now."""
+        fps = dict(self.postprocessor.fps.value) if self.postprocessor is not None else {}
+        trackers = dict(self.postprocessor.trackers) if self.postprocessor is not None else {}
+        status = {}
+        for name, capture in list(self.captures.items()):
+            tracker = trackers.get(name)
+            entry = {"fps": fps.get(name) if capture.up else 0.0}
+            for kind in ("fire", "smoke"):
+                kind_tracker = tracker.kinds.get(kind) if tracker is not None else None
+                entry[kind] = bool(kind_tracker is not None and kind_tracker.active)
+            status[name] = entry
+        return status
+
+    def publish_status(self):
+        """Hand the sinks that publish live state (MQTT) the camera_status() (the daemon's loop calls this)."""
+        sinks = [s for s in self.sinks if hasattr(s, "publish_status")]
+        if not sinks:
+            return
+        status = self.camera_status()
+        for sink in sinks:
+            try:
+                sink.publish_status(status)
+            except Exception:  # the same loop pings the watchdog: a sink must not stop it
+                log.exception("alerts: publishing the live status to %s failed", sink.name)
+
     def _stage_samples(self):
         rows = []
         for camera, depth in self.frame_queues.depths().items():
@@ -246,6 +277,10 @@ class Pipeline(object):
             if new_config.cameras != self.config.cameras or new_config.model != self.config.model:
                 log.warning("reload: camera and model changes need a restart; applying thresholds and sinks only")
             self.postprocessor.detection = new_config.detection
+            if self.sensor_input is not None:
+                self.sensor_input.set_sensors(new_config.detection.sensors)
+            elif new_config.detection.sensors:
+                log.warning("reload: detection.sensors are read only after a restart")
             if new_config.alerts != self.config.alerts:
                 self.config = _with_alerts(self.config, new_config)
                 self._replace_sinks(self.sink_factory(self.config))
@@ -275,6 +310,8 @@ class Pipeline(object):
             thread.stop(min(1.0, left()))
         for sink in self.sinks:
             sink.close()
+        if self.sensor_input is not None:
+            self.sensor_input.stop()
         if self.outbox is not None:
             self.outbox.close()
 

@@ -129,7 +129,8 @@ class FpsMeter(object):
 class Postprocessor(threading.Thread):
     """Consumes Predictions, keeps each camera's state, writes alert events to the outbox."""
 
-    def __init__(self, spec, detection, prediction_queue, outbox_writer, metrics, on_event=None, live_view=None):
+    def __init__(self, spec, detection, prediction_queue, outbox_writer, metrics, on_event=None, live_view=None,
+                 sensor_view=None):
         super(Postprocessor, self).__init__(name="postprocess", daemon=True)
         self.spec = spec
         self.model_name = "%s-%s" % (spec.name, spec.version)
@@ -139,6 +140,7 @@ class Postprocessor(threading.Thread):
         self.metrics = metrics
         self.on_event = on_event
         self.live_view = live_view
+        self.sensor_view = sensor_view  # external sensors (sensors.py): adjust(detection, camera) per prediction
         self.trackers = {}
         self.fps = FpsMeter()
         self.stop_event = threading.Event()
@@ -179,6 +181,8 @@ class Postprocessor(threading.Thread):
         if tracker is None:
             tracker = self.trackers[frame.camera] = CameraTracker(frame.camera, self.spec.labels)
         detection = self.detection
+        if self.sensor_view is not None:
+            detection = self.sensor_view.adjust(detection, frame.camera)
         events = tracker.update(prediction.probs, frame.pts_ns, detection)
         self._observe(prediction, tracker)
         for kind, state in events:

@@ -36,7 +36,7 @@ def test_loss_decreases_and_files_are_written(tiny_run):
     assert json.loads((cfg.out / "result.json").read_text())["val"]["count"] == 36
 
 
-def test_export_matches_torch(tiny_run, tmp_path):
+def test_export_matches_torch(clean_torch_process, tiny_run, tmp_path):
     cfg, _ = tiny_run
     model = load_checkpoint(cfg.out / "best.pt", "mobilenetv2")
     path = export_onnx(model, tmp_path / "tiny.onnx", size=96)

@@ -1,0 +1,236 @@
+"""The MQTT sink: alert events from the durable outbox, each camera's fire/smoke state and FPS, the daemon's
+availability, and Home Assistant MQTT discovery (docs/mqtt.md).
+
+Topics (<prefix>/<device> = alerts.mqtt.topic_prefix / device_id; characters outside [A-Za-z0-9_.-] in a name
+become "_"):
+    <prefix>/<device>/availability        "online" / "offline", retained; "offline" is also the last will
+    <prefix>/<device>/<camera>/alert      one JSON event (the webhook body without the snapshot), not retained
+    <prefix>/<device>/<camera>/snapshot   JPEG of a raised alert, just before its event (include_snapshot), retained
+    <prefix>/<device>/<camera>/fire       "ON" / "OFF", retained (and .../smoke)
+    <prefix>/<device>/<camera>/fps        decided frames per second, every status_interval_s, not retained
+    <discovery_prefix>/binary_sensor/<device>_<camera>_fire/config   and ..._smoke, sensor/..._fps: retained
+
+Delivery: `deliver` waits (up to timeout_s) for a connection and, with QoS 1 or 2, for the broker's
+acknowledgement of the event (and its snapshot); anything else raises a retryable SinkError, so the outbox
+keeps the event and retries it in order. While disconnected nothing is handed to paho, so an outage of a day
+does not pile up copies in memory: the outbox is the only queue. A retry of an event still unacknowledged on
+the broker waits for paho's copy (paho resends it after a reconnect) before sending a new one. Delivery is
+at-least-once: a consumer drops repeats by the event's "id". QoS 0 has no acknowledgement: an event counts as
+delivered once paho wrote it to the socket, and a connection lost at that moment loses it.
+
+State topics show the detector's state now: set by each delivered event (raised/ongoing: ON, cleared: OFF) and
+by `publish_status`, which the daemon calls with the live state, so an old event replayed after an outage, or
+an incident left open by a stopped run, does not leave a camera ON.
+"""
+
+import json
+import logging
+import re
+import threading
+import time
+from typing import Dict, List, Optional, Sequence
+
+from .. import __version__
+from ..errors import SinkError
+from ..mqttclient import BrokerConnection, topic_segment
+from . import Sink
+from .webhook import iso_utc, sink_error
+
+log = logging.getLogger(__name__)
+
+ONLINE = b"online"
+OFFLINE = b"offline"
+ON = "ON"
+OFF = "OFF"
+KINDS = ("fire", "smoke")
+_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")  # Home Assistant's node and object ids allow no dots
+_MQTT_ERR_AGAIN = -1  # paho: queued behind the in-flight window; still tracked
+# fire: Home Assistant has no fire class; "safety" (on = unsafe) is the generic alarm. "heat" means a measured
+# temperature and "problem" a fault of the device itself; "smoke" is kept for the smoke entity
+DEVICE_CLASSES = {"fire": "safety", "smoke": "smoke"}
+ICONS = {"fire": "mdi:fire", "smoke": "mdi:smoke"}
+
+
+def object_id(*parts: str) -> str:
+    """A Home Assistant discovery object id / unique id from `parts`."""
+    return "_".join(_ID_UNSAFE.sub("_", p) for p in parts)
+
+
+def alert_state(event: dict) -> str:
+    """The state topic value an event leaves: ON while raised or ongoing, OFF once cleared."""
+    return OFF if event["state"] == "cleared" else ON
+
+
+class MqttSink(Sink):
+    """Publishes alert events (`alerts.mqtt`) with one paho client; see the module docstring for topics."""
+
+    def __init__(self, name: str, config, device_id: str, password: str, cameras: Sequence[str] = ()) -> None:
+        self.name = name
+        self.config = config
+        self.device_id = device_id
+        self.base = "/".join(p for p in (config.topic_prefix.strip("/"), topic_segment(device_id)) if p)
+        self.availability_topic = self.base + "/availability"
+        self._lock = threading.Lock()
+        self._cameras: List[str] = []
+        self._states: Dict[tuple, str] = {}  # (camera, kind) -> the value last set
+        self._unacked = None  # (event_key, [MQTTMessageInfo]) of the last attempt the broker did not acknowledge
+        self._last_fps_publish: Optional[float] = None
+        self.connection = BrokerConnection(config, password, "firedetd-%s-alerts" % topic_segment(device_id),
+                                           "alerts.mqtt", will=(self.availability_topic, OFFLINE, 1, True),
+                                           on_connected=self._on_connected, keepalive_s=config.keepalive_s)
+        for camera in cameras:
+            self._learn_camera(camera)
+
+    def __repr__(self):
+        return "MqttSink(%r, %s)" % (self.name, self.connection.address)  # never the password
+
+    def topic(self, camera: str, leaf: str) -> str:
+        """`<prefix>/<device>/<camera>/<leaf>`."""
+        return "%s/%s/%s" % (self.base, topic_segment(camera), leaf)
+
+    # ---- alert events (the delivery thread)
+
+    def deliver(self, event: dict) -> None:
+        """Publish one outbox event and wait for the broker's acknowledgement; raise a retryable SinkError if
+        there is no connection or no acknowledgement within timeout_s."""
+        camera = event["camera"]
+        self._learn_camera(camera)
+        deadline = time.monotonic() + self.config.timeout_s
+        if not self.connection.wait_connected(self.config.timeout_s):
+            raise sink_error("%s sink: not connected to broker %s%s" % (
+                self.name, self.connection.address, self._connect_hint()), True, "connection")
+        reused, infos = self._publish_event(event)
+        try:
+            for info in infos:
+                self._wait_acknowledged(info, deadline, event)
+        except SinkError:
+            if reused:  # paho's copy got no answer either: the next attempt sends a fresh one
+                self._unacked = None
+            raise
+        self._unacked = None
+        self._set_state(camera, event["kind"], alert_state(event))
+
+    def encode(self, event: dict) -> bytes:
+        """The JSON payload of one outbox event: the webhook body's fields without the snapshot."""
+        body = {
+            "id": event["event_key"], "alert_id": event["id"], "device": self.device_id,
+            "camera": event["camera"], "kind": event["kind"], "state": event["state"],
+            "score": event["score"], "peak_score": event["peak_score"],
+            "started_at": iso_utc(event["started_ns"]), "event_at": iso_utc(event["event_ns"]),
+            "frame_seq": event["frame_seq"], "latency_ms": event["latency_ms"], "model": event["model"],
+        }
+        return json.dumps(body, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+    def _publish_event(self, event):
+        """(reused, infos): paho's copies of an earlier attempt of this event still awaiting an acknowledgement,
+        or the snapshot and event handed to paho now."""
+        unacked = self._unacked
+        if unacked is not None and unacked[0] == event["event_key"]:
+            return True, unacked[1]
+        qos = self.config.qos
+        infos = []
+        snapshot = event.get("snapshot_jpeg")
+        if snapshot and self.config.include_snapshot:
+            infos.append(self.connection.publish(self.topic(event["camera"], "snapshot"), snapshot, qos, True))
+        infos.append(self.connection.publish(self.topic(event["camera"], "alert"), self.encode(event), qos, False))
+        if all(info.rc in (0, _MQTT_ERR_AGAIN) for info in infos):
+            self._unacked = (event["event_key"], infos)
+        return False, infos
+
+    def _wait_acknowledged(self, info, deadline, event):
+        where = "%s sink: %s on broker %s" % (self.name, event["event_key"], self.connection.address)
+        try:
+            info.wait_for_publish(max(0.0, deadline - time.monotonic()))
+            if info.is_published():
+                return
+        except (RuntimeError, ValueError) as e:  # not connected any more, or paho's queue is full
+            raise sink_error("%s: not sent: %s" % (where, e), True, "connection") from e
+        raise sink_error("%s: no acknowledgement within %.1f s (QoS %d)" % (where, self.config.timeout_s,
+                                                                           self.config.qos), True, "timeout")
+
+    def _connect_hint(self):
+        failures = self.connection.connect_failures
+        return " (failed connection attempts so far: %d)" % failures if failures else ""
+
+    # ---- live status (the daemon's loop)
+
+    def publish_status(self, cameras: Dict[str, dict]) -> None:
+        """Publish the live state of each camera, {camera: {"fire": bool, "smoke": bool, "fps": float or None}}:
+        a fire/smoke change at once, the FPS every status_interval_s. Never blocks; skipped while disconnected
+        (the states are sent again on reconnection)."""
+        for camera in cameras:
+            self._learn_camera(camera)
+        self.connection.start()
+        for camera, values in cameras.items():
+            for kind in KINDS:
+                if kind in values:
+                    self._set_state(camera, kind, ON if values[kind] else OFF)
+        now = time.monotonic()
+        if not self.connection.connected.is_set():
+            return
+        if self._last_fps_publish is not None and now - self._last_fps_publish < self.config.status_interval_s:
+            return
+        self._last_fps_publish = now
+        for camera, values in cameras.items():
+            if values.get("fps") is not None:
+                self.connection.publish(self.topic(camera, "fps"), "%.2f" % values["fps"], 0, False)
+
+    def _set_state(self, camera, kind, value):
+        with self._lock:
+            changed = self._states.get((camera, kind)) != value
+            self._states[(camera, kind)] = value
+        if changed and self.connection.connected.is_set():
+            self.connection.publish(self.topic(camera, kind), value, self.config.qos, True)
+
+    # ---- connection, discovery
+
+    def _learn_camera(self, camera):
+        with self._lock:
+            if camera in self._cameras:
+                return
+            self._cameras.append(camera)
+        if self.connection.connected.is_set():
+            self._publish_discovery(camera)
+
+    def _on_connected(self):
+        """After every (re)connection (paho's thread): online, discovery, and the states the broker may have lost."""
+        self.connection.publish(self.availability_topic, ONLINE, 1, True)
+        with self._lock:
+            cameras = list(self._cameras)
+            states = dict(self._states)
+        for camera in cameras:
+            self._publish_discovery(camera)
+        for (camera, kind), value in sorted(states.items()):
+            self.connection.publish(self.topic(camera, kind), value, self.config.qos, True)
+
+    def _publish_discovery(self, camera):
+        if not self.config.discovery:
+            return
+        for component, entity, payload in self.discovery_configs(camera):
+            topic = "%s/%s/%s/config" % (self.config.discovery_prefix.strip("/"), component, entity)
+            self.connection.publish(topic, json.dumps(payload, sort_keys=True), 1, True)
+
+    def discovery_configs(self, camera: str) -> List[tuple]:
+        """(component, object id, config) of the Home Assistant entities of one camera."""
+        device = {"identifiers": [object_id("firedetd", self.device_id, camera)],
+                  "name": "%s %s" % (self.device_id, camera), "model": "firedetd camera",
+                  "manufacturer": "firedetd", "sw_version": __version__}
+        common = {"availability_topic": self.availability_topic, "payload_available": ONLINE.decode(),
+                  "payload_not_available": OFFLINE.decode(), "device": device}
+        configs = []
+        for kind in KINDS:
+            entity = object_id(self.device_id, camera, kind)
+            config = dict(common, name=kind.capitalize(), unique_id="firedetd_" + entity,
+                          state_topic=self.topic(camera, kind), payload_on=ON, payload_off=OFF,
+                          device_class=DEVICE_CLASSES[kind], icon=ICONS[kind])
+            configs.append(("binary_sensor", entity, config))
+        entity = object_id(self.device_id, camera, "fps")
+        configs.append(("sensor", entity, dict(common, name="FPS", unique_id="firedetd_" + entity,
+                                                state_topic=self.topic(camera, "fps"), unit_of_measurement="fps",
+                                                state_class="measurement", entity_category="diagnostic",
+                                                expire_after=int(max(60, 6 * self.config.status_interval_s)))))
+        return configs
+
+    def close(self) -> None:
+        """Say "offline" (retained) and disconnect."""
+        self.connection.stop([(self.availability_topic, OFFLINE, 1, True)])

@@ -1,0 +1,257 @@
+"""firedetd/alerts/mqtt.py against a real mosquitto on 127.0.0.1 and a real paho subscriber: alert events, retained
+state, Home Assistant discovery, availability and the last will, and a broker outage with the real outbox."""
+
+import json
+import os
+import signal
+import socket
+
+import pytest
+from support.mqtt_broker import MOSQUITTO, SKIP_REASON, WAIT_S, MosquittoBroker, Recorder, free_port
+
+from firedetd.alerts.delivery import DeliveryThread
+from firedetd.config import MqttConfig, OutboxConfig
+from firedetd.errors import SinkError
+from firedetd.types import CLEARED, RAISED
+
+pytest.importorskip("paho.mqtt.client", reason="paho-mqtt is not installed (the mqtt extra)")
+pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason=SKIP_REASON)
+
+DEVICE = "dev-1"
+BASE = "firedetd/dev-1"
+
+
+@pytest.fixture
+def broker(tmp_path):
+    server = MosquittoBroker(tmp_path / "broker").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def recorder():
+    recorders = []
+
+    def start(port, topics=("#",), **kwargs):
+        recorders.append(Recorder(port, topics, **kwargs).wait_subscribed())
+        return recorders[-1]
+
+    yield start
+    for r in recorders:
+        r.close()
+
+
+@pytest.fixture
+def mqtt_sink():
+    from firedetd.alerts.mqtt import MqttSink
+
+    sinks = []
+
+    def build(port, device=DEVICE, cameras=(), **options):
+        options.setdefault("timeout_s", 5.0)
+        sinks.append(MqttSink("mqtt", MqttConfig(host="127.0.0.1", port=port, **options), device, "", cameras))
+        return sinks[-1]
+
+    yield build
+    for sink in sinks:
+        sink.close()
+
+
+def pending_event(outbox, alert, sink="mqtt"):
+    """The event dict the delivery thread hands a sink, read back from a real outbox."""
+    outbox.enqueue(alert, [sink])
+    event = outbox.next_pending(sink, 2 ** 62)
+    outbox.mark_delivered(sink, event["row_id"])
+    return event
+
+
+@pytest.mark.parametrize("qos", [1, 2])
+def test_an_alert_event_arrives_as_json_on_the_camera_alert_topic_with_the_configured_qos(
+        broker, recorder, mqtt_sink, outbox, make_alert, qos):
+    watcher = recorder(broker.port)
+    sink = mqtt_sink(broker.port, qos=qos)
+    event = pending_event(outbox, make_alert(1))
+
+    sink.deliver(event)
+
+    alerts = watcher.wait_for(lambda ms: [m for m in ms if m.topic == BASE + "/cam1/alert"])
+    assert len(alerts) == 1 and alerts[0].qos == qos and not alerts[0].retain
+    body = json.loads(alerts[0].payload.decode("utf-8"))
+    assert body == {"id": "alert-0001:raised", "alert_id": "alert-0001", "device": DEVICE, "camera": "cam1",
+                    "kind": "fire", "state": "raised", "score": event["score"], "peak_score": 0.95,
+                    "started_at": "2024-05-01T12:00:01.000Z", "event_at": "2024-05-01T12:00:01.123Z",
+                    "frame_seq": 1001, "latency_ms": 13.5, "model": "firedetd-test"}
+    assert watcher.on(BASE + "/cam1/snapshot") == []  # include_snapshot is off by default
+
+
+def test_snapshot_goes_to_its_own_retained_topic_before_the_event(broker, recorder, mqtt_sink, outbox, make_alert):
+    watcher = recorder(broker.port)
+    sink = mqtt_sink(broker.port, include_snapshot=True)
+    alert = make_alert(2)
+
+    sink.deliver(pending_event(outbox, alert))
+
+    wanted = (BASE + "/cam1/snapshot", BASE + "/cam1/alert")
+    topics = watcher.wait_for(lambda ms: [m.topic for m in ms if m.topic in wanted] if watcher.on(wanted[1]) else None)
+    assert topics == list(wanted)
+    late = recorder(broker.port, [BASE + "/cam1/snapshot"])
+    retained = late.wait_for(lambda ms: ms)
+    assert retained[0].retain and retained[0].payload == alert.snapshot_jpeg
+
+
+def test_a_late_subscriber_finds_online_the_camera_state_and_home_assistant_discovery(
+        broker, recorder, mqtt_sink, outbox, make_alert):
+    sink = mqtt_sink(broker.port)
+    topic_of = {"fire": "homeassistant/binary_sensor/dev-1_yard_east_fire/config",
+                "smoke": "homeassistant/binary_sensor/dev-1_yard_east_smoke/config",
+                "fps": "homeassistant/sensor/dev-1_yard_east_fps/config"}
+    early = recorder(broker.port)
+    sink.deliver(pending_event(outbox, make_alert(3, camera="yard.east")))
+    # the broker must hold everything before the late subscriber comes, or it gets some of it live (retain=0)
+    early.wait_for(lambda ms: set(topic_of.values()) <= {m.topic for m in ms} and early.on(BASE + "/yard.east/fire"))
+
+    late = recorder(broker.port)
+    late.wait_for(lambda ms: set(topic_of.values()) <= {m.topic for m in ms} and late.on(BASE + "/yard.east/fire")
+                  and late.on(BASE + "/availability"))
+    assert [(m.payload, m.retain) for m in late.on(BASE + "/availability")] == [(b"online", True)]
+    assert [(m.payload, m.retain) for m in late.on(BASE + "/yard.east/fire")] == [(b"ON", True)]
+    fire = json.loads(late.on(topic_of["fire"])[0].payload.decode("utf-8"))
+    smoke = json.loads(late.on(topic_of["smoke"])[0].payload.decode("utf-8"))
+    fps = json.loads(late.on(topic_of["fps"])[0].payload.decode("utf-8"))
+    assert (fire["device_class"], smoke["device_class"]) == ("safety", "smoke")
+    assert (fire["state_topic"], fire["payload_on"], fire["payload_off"]) == (BASE + "/yard.east/fire", "ON", "OFF")
+    assert (fps["state_topic"], fps["unit_of_measurement"], fps["state_class"]) == (
+        BASE + "/yard.east/fps", "fps", "measurement")
+    for config in (fire, smoke, fps):
+        assert config["availability_topic"] == BASE + "/availability"
+        assert config["device"]["identifiers"] == ["firedetd_dev-1_yard_east"]
+        assert set(config["device"]) >= {"name", "model", "sw_version"}
+    assert len({fire["unique_id"], smoke["unique_id"], fps["unique_id"]}) == 3
+
+    sink.deliver(pending_event(outbox, make_alert(3, camera="yard.east", state=CLEARED)))
+    later = recorder(broker.port, [BASE + "/yard.east/fire"])
+    assert later.wait_for(lambda ms: [m.payload for m in ms]) == [b"OFF"]
+
+
+def test_the_last_will_says_offline_when_the_connection_dies_and_online_returns_on_reconnect(
+        broker, recorder, mqtt_sink, outbox, make_alert):
+    sink = mqtt_sink(broker.port)
+    sink.deliver(pending_event(outbox, make_alert(4)))
+    watcher = recorder(broker.port, [BASE + "/availability"])
+    watcher.wait_for(lambda ms: [m.payload for m in ms] == [b"online"])
+
+    # a network cut: the TCP connection ends without an MQTT DISCONNECT, so the broker publishes the will
+    sink.connection.client.socket().shutdown(socket.SHUT_RDWR)
+
+    assert watcher.wait_for(lambda ms: [m.payload for m in ms][:3] == [b"online", b"offline", b"online"])
+    sink.deliver(pending_event(outbox, make_alert(5)))  # and the sink works on the new connection
+
+
+def test_close_leaves_a_retained_offline(broker, recorder, mqtt_sink, outbox, make_alert):
+    sink = mqtt_sink(broker.port)
+    sink.deliver(pending_event(outbox, make_alert(6)))
+    sink.close()
+
+    late = recorder(broker.port, [BASE + "/availability"])
+    assert late.wait_for(lambda ms: [(m.payload, m.retain) for m in ms]) == [(b"offline", True)]
+
+
+def test_an_event_is_delivered_only_once_the_broker_acknowledges_it_and_a_retry_reuses_the_sent_copy(
+        broker, recorder, mqtt_sink, outbox, make_alert):
+    watcher = recorder(broker.port)
+    sink = mqtt_sink(broker.port, timeout_s=3.0)
+    sink.deliver(pending_event(outbox, make_alert(9)))
+    event = pending_event(outbox, make_alert(10))
+
+    os.kill(broker.proc.pid, signal.SIGSTOP)  # connected, but the broker answers nothing
+    try:
+        with pytest.raises(SinkError) as raised:
+            sink.deliver(event)
+    finally:
+        os.kill(broker.proc.pid, signal.SIGCONT)
+    assert raised.value.retryable and raised.value.reason == "timeout"
+
+    sink.deliver(event)  # the outbox's retry: paho's copy is acknowledged now
+    watcher.wait_for(lambda ms: watcher.on(BASE + "/cam1/fire") and len(watcher.on(BASE + "/cam1/alert")) >= 2)
+    ids = [json.loads(m.payload.decode("utf-8"))["id"] for m in watcher.on(BASE + "/cam1/alert")]
+    assert ids == ["alert-0009:raised", "alert-0010:raised"]  # not sent twice
+
+
+def test_without_a_broker_deliver_raises_a_retryable_sink_error(mqtt_sink, outbox, make_alert):
+    sink = mqtt_sink(free_port(), timeout_s=0.3)
+    with pytest.raises(SinkError) as raised:
+        sink.deliver(pending_event(outbox, make_alert(7)))
+    assert raised.value.retryable and raised.value.reason == "connection"
+    assert "not connected to broker 127.0.0.1:" in str(raised.value)
+
+
+def test_a_broker_outage_loses_nothing_and_events_arrive_in_order(tmp_path, recorder, mqtt_sink, outbox,
+                                                                  make_alert):
+    # persistence: the broker keeps the recorder's session across the restart, so what the sink publishes
+    # before the recorder is back is queued for it rather than missed
+    server = MosquittoBroker(tmp_path / "broker", persistence=True).start()
+    thread = None
+    try:
+        watcher = recorder(server.port, [BASE + "/cam1/alert"], qos=1, client_id="outage-recorder",
+                           persistent_session=True)
+        sink = mqtt_sink(server.port, timeout_s=0.5)
+        thread = DeliveryThread(sink, outbox, OutboxConfig(retry_initial_s=0.05, retry_max_s=0.5))
+        thread.start()
+        alerts = [make_alert(n, state=RAISED if n % 2 == 0 else CLEARED) for n in range(8)]
+        for alert in alerts[:3]:
+            outbox.enqueue(alert, ["mqtt"])
+        thread.wake()
+        watcher.wait_for(lambda ms: len(ms) >= 3)
+
+        server.stop()
+        for alert in alerts[3:]:
+            outbox.enqueue(alert, ["mqtt"])
+        thread.wake()
+        watcher.wait_for(lambda ms: sum(thread.stats.failures.values()) >= 2)
+        assert outbox.pending_count("mqtt") == 5  # held in the outbox while the broker is gone
+
+        server.start()
+        watcher.wait_for(lambda ms: outbox.pending_count("mqtt") == 0)
+        keys = [json.loads(m.payload.decode("utf-8"))["id"] for m in watcher.wait_for(
+            lambda ms: ms if len({m.payload for m in ms}) >= 8 else None)]
+    finally:
+        if thread is not None:
+            assert thread.stop(WAIT_S)
+        server.stop()
+    first_seen = []
+    for key in keys:
+        if key not in first_seen:
+            first_seen.append(key)
+    assert first_seen == [a.event_key for a in alerts]
+
+
+def test_publish_status_announces_cameras_sends_state_changes_and_fps(broker, recorder, mqtt_sink):
+    watcher = recorder(broker.port)
+    sink = mqtt_sink(broker.port, status_interval_s=60)
+    sink.publish_status({"gate": {"fire": False, "smoke": False, "fps": None}})
+    watcher.wait_for(lambda ms: watcher.on("homeassistant/binary_sensor/dev-1_gate_fire/config")
+                     and watcher.on(BASE + "/gate/smoke"))
+
+    sink.publish_status({"gate": {"fire": True, "smoke": False, "fps": 12.5}})
+    sink.publish_status({"gate": {"fire": True, "smoke": False, "fps": 12.5}})  # no change: nothing new
+
+    watcher.wait_for(lambda ms: watcher.on(BASE + "/gate/fps"))
+    assert watcher.wait_for(lambda ms: watcher.payloads(BASE + "/gate/fire")) == [b"OFF", b"ON"]
+    assert watcher.payloads(BASE + "/gate/fps") == [b"12.50"]
+    assert watcher.payloads(BASE + "/gate/smoke") == [b"OFF"]
+
+
+def test_discovery_can_be_turned_off(broker, recorder, mqtt_sink, outbox, make_alert):
+    watcher = recorder(broker.port)
+    sink = mqtt_sink(broker.port, discovery=False)
+    sink.deliver(pending_event(outbox, make_alert(8)))
+    watcher.wait_for(lambda ms: watcher.on(BASE + "/cam1/fire"))
+    assert not [m for m in watcher.messages if m.topic.startswith("homeassistant/")]
+
+
+def test_names_are_made_safe_for_topics_and_home_assistant_ids():
+    from firedetd.alerts.mqtt import object_id, topic_segment
+
+    assert topic_segment("lab/1 #+") == "lab_1___"
+    assert topic_segment("yard.east-2") == "yard.east-2"
+    assert object_id("dev.1", "yard.east") == "dev_1_yard_east"
