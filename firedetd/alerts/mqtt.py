@@ -34,7 +34,7 @@ from .. import __version__
 from ..errors import SinkError
 from ..mqttclient import BrokerConnection, topic_segment
 from . import Sink
-from .webhook import iso_utc, sink_error
+from .webhook import event_fields, sink_error
 
 log = logging.getLogger(__name__)
 
@@ -112,13 +112,7 @@ class MqttSink(Sink):
 
     def encode(self, event: dict) -> bytes:
         """The JSON payload of one outbox event: the webhook body's fields without the snapshot."""
-        body = {
-            "id": event["event_key"], "alert_id": event["id"], "device": self.device_id,
-            "camera": event["camera"], "kind": event["kind"], "state": event["state"],
-            "score": event["score"], "peak_score": event["peak_score"],
-            "started_at": iso_utc(event["started_ns"]), "event_at": iso_utc(event["event_ns"]),
-            "frame_seq": event["frame_seq"], "latency_ms": event["latency_ms"], "model": event["model"],
-        }
+        body = event_fields(event, self.device_id)
         return json.dumps(body, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
     def _publish_event(self, event):

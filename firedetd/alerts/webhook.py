@@ -67,7 +67,8 @@ class WebhookSink(Sink):
             headers[SIGNATURE_HEADER] = sign(self._secret, timestamp, body)
         where = "webhook %s (%s)" % (self.name, redact_url(self.config.url))
         try:
-            response = self._session.post(self.config.url, data=body, headers=headers,
+            # verify per request: requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE override a session's verify=False
+            response = self._session.post(self.config.url, data=body, headers=headers, verify=self.config.verify_tls,
                                           timeout=self.config.timeout_s, allow_redirects=False)
         except requests.exceptions.SSLError as e:
             raise sink_error("%s: TLS failed: %s" % (where, self._scrub(e)), False, "tls") from e
@@ -88,14 +89,8 @@ class WebhookSink(Sink):
     def encode(self, event: dict) -> bytes:
         """The JSON body for one outbox event (stable: the same bytes for every retry)."""
         snapshot = event.get("snapshot_jpeg")
-        body = {
-            "id": event["event_key"], "alert_id": event["id"], "device": self.device_id,
-            "camera": event["camera"], "kind": event["kind"], "state": event["state"],
-            "score": event["score"], "peak_score": event["peak_score"],
-            "started_at": iso_utc(event["started_ns"]), "event_at": iso_utc(event["event_ns"]),
-            "frame_seq": event["frame_seq"], "latency_ms": event["latency_ms"], "model": event["model"],
-            "snapshot": None,
-        }
+        body = event_fields(event, self.device_id)
+        body["snapshot"] = None
         if snapshot and self.config.include_snapshot:
             body["snapshot"] = {"content_type": "image/jpeg",
                                 "data_base64": base64.b64encode(snapshot).decode("ascii")}
@@ -110,6 +105,17 @@ class WebhookSink(Sink):
         text = _short(_root_cause(error))
         query = self.config.url.partition("?")[2]
         return text.replace(query, "***") if query else text
+
+
+def event_fields(event: dict, device_id: str) -> dict:
+    """The fields every sink sends for one outbox event (webhook body, MQTT payload), snapshot aside."""
+    return {
+        "id": event["event_key"], "alert_id": event["id"], "device": device_id,
+        "camera": event["camera"], "kind": event["kind"], "state": event["state"],
+        "score": event["score"], "peak_score": event["peak_score"],
+        "started_at": iso_utc(event["started_ns"]), "event_at": iso_utc(event["event_ns"]),
+        "frame_seq": event["frame_seq"], "latency_ms": event["latency_ms"], "model": event["model"],
+    }
 
 
 def _check_status(response, where):
