@@ -54,6 +54,10 @@ class Metrics(object):
         self.config_reloads = Counter("firedetd_config_reloads_total", "SIGHUP reloads", ["result"], registry=r)
         self.model_info = Gauge("firedetd_model_info", "The loaded model and engine (value 1)",
                                 ["name", "version", "sha256", "engine", "provider"], registry=r)
+        # the daemon's own id (config device_id) and release, to check against the target labels that name it
+        # in a fleet (docs/fleet.md): `device_id`, not `device`, so it never collides with that target label
+        self.device_info = Gauge("firedetd_device_info", "This daemon's device id and firedetd version (value 1)",
+                                 ["device_id", "version"], registry=r)
         for result in ("applied", "rejected"):
             self.config_reloads.labels(result)
         self._stage_views = []

@@ -11,7 +11,7 @@ import os
 import queue
 import threading
 
-from . import alerts
+from . import __version__, alerts
 from .alerts.delivery import DeliveryThread
 from .alerts.outbox import Outbox, OutboxWriter
 from .clock import monotonic_ns, wall_ns
@@ -43,6 +43,7 @@ class Pipeline(object):
         self.config = config
         self.spec = spec
         self.metrics = metrics or Metrics()
+        self.metrics.device_info.labels(config.device_id, __version__).set(1)
         self.engine_factory = engine_factory or (lambda: create_engine(spec, config.model, config.state_dir))
         self.source_factory = source_factory
         self.sink_factory = sink_factory

@@ -13,7 +13,7 @@ echo "== setup: Python 3.11 ($PY311)"
 # the CPU build of torch (an unpinned `torch` would pull a CUDA build of several GB)
 [ -x .venv/bin/python ] || "$PY311" -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check "torch==${TORCH_VERSION:-2.13.0}"
-scripts/setup.sh .venv "$PY311" "mqtt,test,train"
+scripts/setup.sh .venv "$PY311" "mqtt,test,train,federated"
 status=0
 
 echo "== ruff"

@@ -46,7 +46,9 @@ class CaptureThread(threading.Thread):
         self.last_frame_ns = 0
         self.seq = 0
         self.up = False
+        self.frames_lost = 0     # frames the decoder skipped or a truncated file lacked (counted as bad frames)
         self._failures = 0
+        self._lost_seen = 0      # the current source's frames_lost already counted
 
     def stop(self):
         self.stop_event.set()
@@ -57,6 +59,7 @@ class CaptureThread(threading.Thread):
                         self.metrics.source_errors, self.metrics.source_reconnects):
             counter.labels(self.camera.name)
         self.metrics.source_up.labels(self.camera.name).set(0)
+        self.metrics.fps.labels(self.camera.name).set(0)
 
     def run(self):
         self._init_metrics()
@@ -78,13 +81,16 @@ class CaptureThread(threading.Thread):
         while not self.stop_event.is_set():
             self.last_beat_ns = monotonic_ns()
             source = self.source_factory(self.camera.source, self.geometry)
+            self._lost_seen = 0
             try:
                 source.open()
                 self._ensure_queue(source.live)
                 self._read_until_failure(source)
                 return
             except EndOfStream:
-                log.info("%s: end of stream after %d frames", self.camera.name, self.seq)
+                self._count_lost_frames(source)
+                log.info("%s: end of stream after %d frames%s", self.camera.name, self.seq,
+                         " (%d more could not be decoded)" % self.frames_lost if self.frames_lost else "")
                 self.state = FINISHED
                 return
             except SourceError as e:
@@ -94,6 +100,7 @@ class CaptureThread(threading.Thread):
                     log.error("%s: %s (not retrying: this cannot succeed on this machine)", self.camera.name, e)
                     return
             finally:
+                self._count_lost_frames(source)
                 self._close_quietly(source)
                 self._set_up(False)
             self._wait_backoff()
@@ -110,6 +117,7 @@ class CaptureThread(threading.Thread):
             raw = source.read(READ_TIMEOUT_S)
             now = monotonic_ns()
             self.last_beat_ns = now
+            self._count_lost_frames(source)
             if raw is None:
                 if now - last_progress > stall_ns:
                     raise SourceError("%s: no frame for %.1f s (stalled)" % (self.camera.source.uri,
@@ -121,6 +129,14 @@ class CaptureThread(threading.Thread):
             self._failures = 0
             self._set_up(True)
             self._enqueue(raw, now)
+
+    def _count_lost_frames(self, source):
+        # a backend that can tell (gst on files) reports frames its decoder skipped; they are bad frames too
+        lost = getattr(source, "frames_lost", 0)
+        if lost > self._lost_seen:
+            self.metrics.frames_bad.labels(self.camera.name).inc(lost - self._lost_seen)
+            self.frames_lost += lost - self._lost_seen
+            self._lost_seen = lost
 
     def _frame_is_usable(self, raw):
         g = self.geometry

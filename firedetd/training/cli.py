@@ -1,4 +1,4 @@
-"""Training subcommands: `firedetd train | export | study | compress | report`.
+"""Training subcommands: `firedetd train | export | study | compress | report | federate`.
 
 Registered only where the training package imports (Python 3.8+); torch is imported when a
 command runs, so `firedetd --help` stays light.
@@ -63,6 +63,50 @@ def add_subcommands(sub) -> None:
     report.add_argument("--engines", type=Path, default=DEFAULT_ENGINES)
     report.set_defaults(func=run_report)
 
+    add_federate_subcommands(sub)
+
+
+def add_federate_subcommands(sub) -> None:
+    """`firedetd federate server|client|simulate`: FedAvg of the classifier head with Flower (federated extra)."""
+    federate = sub.add_parser("federate", help="federated fine-tuning of the head with Flower (federated extra)")
+    roles = federate.add_subparsers(dest="role", metavar="ROLE")
+    roles.required = True
+    server = roles.add_parser("server", help="run the FedAvg server (holds no data)")
+    server.add_argument("--address", default="127.0.0.1:8080", help="HOST:PORT to listen on")
+    server.add_argument("--clients", type=int, default=4, help="clients that take part in every round")
+    server.add_argument("--rounds", type=int, default=15)
+    server.add_argument("--local-epochs", type=int, default=2, help="epochs each client trains per round")
+    server.add_argument("--lr", type=float, default=1e-3, help="clients' learning rate")
+    server.add_argument("--proximal-mu", type=float, default=0.0, help="> 0: FedProx with this proximal factor")
+    server.add_argument("--out", type=Path, default=None, help="write the per-round record (JSON) here")
+    server.set_defaults(func=run_federate_server)
+    for name, helptext in (("client", "run one client: features of its own images, then the server's rounds"),
+                           ("simulate", "run a server and K clients on 127.0.0.1, then a centralised baseline")):
+        p = roles.add_parser(name, help=helptext)
+        add_data_arguments(p)
+        p.add_argument("--clients", type=int, default=4, help="K: the training split is divided across K clients")
+        p.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration of each client's class mix")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--backbone", default="mobilenetv2", choices=("mobilenetv2", "mobilenetv1", "edgetpu"))
+        p.add_argument("--checkpoint", type=Path, default=None, help="start from a trained best.pt, not ImageNet")
+        p.add_argument("--head-views", type=int, default=2, help="feature views per image (1 clean + augmented)")
+        p.add_argument("--size", type=int, default=224)
+        p.add_argument("--max-per-class", type=int, default=0, help="use only N images per class (quick runs)")
+        p.add_argument("--work", type=Path, default=Path("runs/federated"), help="feature caches and logs")
+    client = roles.choices["client"]
+    client.add_argument("--client-id", type=int, required=True, help="this client's share: 0..K-1")
+    client.add_argument("--address", default="127.0.0.1:8080", help="the server's HOST:PORT")
+    client.set_defaults(func=run_federate_client)
+    simulate = roles.choices["simulate"]
+    simulate.add_argument("--rounds", type=int, default=15)
+    simulate.add_argument("--local-epochs", type=int, default=2)
+    simulate.add_argument("--lr", type=float, default=1e-3)
+    simulate.add_argument("--proximal-mu", type=float, default=0.0, help="> 0: FedProx with this proximal factor")
+    simulate.add_argument("--port", type=int, default=0, help="server port on 127.0.0.1 (0: a free one)")
+    simulate.add_argument("--results", type=Path, default=None,
+                          help="also copy the result here (docs/model-report/results/federated.json)")
+    simulate.set_defaults(func=run_federate_simulate)
+
 
 def run_train(args) -> int:
     from .train import TrainConfig, train
@@ -87,6 +131,49 @@ def run_study(args) -> int:
 
     study(args.data, args.weights, args.results, args.work, args.shipped_run, args.parts.split(","), args.threads,
           args.progress)
+    return 0
+
+
+def federated_config(args):
+    from .federated import FederatedConfig
+
+    return FederatedConfig(data=args.data, work=args.work, weights=args.weights, backbone=args.backbone,
+                           checkpoint=args.checkpoint, clients=args.clients, alpha=args.alpha, seed=args.seed,
+                           rounds=getattr(args, "rounds", 15), local_epochs=getattr(args, "local_epochs", 2),
+                           lr=getattr(args, "lr", 1e-3), proximal_mu=getattr(args, "proximal_mu", 0.0),
+                           head_views=args.head_views, size=args.size,
+                           max_per_class=args.max_per_class, threads=args.threads, progress=args.progress)
+
+
+def run_federate_server(args) -> int:
+    from .federated import run_server
+
+    result = run_server(args.address, args.rounds, args.clients, args.local_epochs, args.lr, args.out,
+                        args.proximal_mu)
+    last = result["rounds"][-1] if result["rounds"] else {}
+    print(f"federated: {len(result['rounds'])} rounds, test accuracy {last.get('test_accuracy', float('nan')):.4f}")
+    return 0
+
+
+def run_federate_client(args) -> int:
+    from .federated import run_client
+
+    run_client(federated_config(args), args.client_id, args.address)
+    return 0
+
+
+def run_federate_simulate(args) -> int:
+    import json
+
+    from .federated import free_port, simulate
+
+    result = simulate(federated_config(args), f"127.0.0.1:{args.port or free_port()}")
+    if args.results is not None:
+        args.results.parent.mkdir(parents=True, exist_ok=True)
+        args.results.write_text(json.dumps(result, indent=2))
+    fed, central = result["federated"]["rounds"][-1], result["centralised"]["rounds"][-1]
+    print(f"after {result['rounds']} rounds: federated test accuracy {fed['test_accuracy']:.4f}, "
+          f"centralised {central['test_accuracy']:.4f}")
     return 0
 
 

@@ -154,14 +154,28 @@ def compression_table(compression: dict) -> list[str]:
 
 
 def video_table(runs: dict[str, dict]) -> list[str]:
-    lines = ["| video | event | start | time-to-alert | false alerts (per hour) |", "|---|---|---|---|---|"]
+    lines = ["| video | event | starts at | first alert (any kind) | alert of its own kind | false alerts |",
+             "|---|---|---|---|---|---|"]
     for name, r in runs.items():
         if not name.startswith("video-"):
             continue
         fa = f"{len(r['false_alerts'])} ({r['false_alerts_per_hour']:.1f}/h over {r['duration_s']:.0f} s)"
-        for e in r["events"] or [{"label": "—", "start_s": 0, "time_to_alert_s": None}]:
-            tta = "missed" if e.get("time_to_alert_s") is None else f"{e['time_to_alert_s']:.2f} s"
-            lines.append(f"| {Path(r['video']).name} | {e['label']} | {e['start_s']:.1f} s | {tta} | {fa} |")
+        for e in r["events"]:
+            first = "missed" if e.get("time_to_any_alert_s") is None else f"{e['time_to_any_alert_s']:.2f} s"
+            own = "missed" if e.get("time_to_alert_s") is None else f"{e['time_to_alert_s']:.2f} s"
+            lines.append(f"| {Path(r['video']).name} | {e['label']} | {e['start_s']:.1f} s | {first} | {own} | {fa} |")
+    return lines
+
+
+def rejected_section(runs: dict[str, dict]) -> list[str]:
+    rejected = [r for r in runs.values() if r.get("group") == "rejected"]
+    if not rejected:
+        return []
+    lines = ["## Tried and not shipped", ""]
+    for r in rejected:
+        lines += [f"**{r['name']}**: {r['what']}. Why: {r['why']}. Test accuracy {pct(r['test']['accuracy'])}, "
+                  f"`none` called fire/smoke {pct(r['test']['none_false_alarm_rate'])}. {r['verdict'][0].upper()}"
+                  f"{r['verdict'][1:]}.", ""]
     return lines
 
 
@@ -218,8 +232,17 @@ def write_report(results: Path, output: Path, engines: Path) -> Path:
         sections += ["## Compression", "", COMPRESSION_TEXT, "", *compression_table(runs["compression"]), ""]
     if any(n.startswith("video-") for n in runs):
         sections += ["## Videos: time-to-alert and false alerts", "",
-                     "`firedetd eval` runs the daemon's pipeline (postprocessor with the shipped smoothing and "
-                     "thresholds) over every frame.", "", *video_table(runs), ""]
+                     "`firedetd eval --video V --truth T` runs the daemon's pipeline (postprocessor with the "
+                     "shipped smoothing and thresholds) over every frame. An incident counts as alerted by its "
+                     "first alert of any kind; the alert of its own kind is shown beside it. The house fire "
+                     "(small flames in windows, smoke over the roof) is called smoke at once and fire only when "
+                     "the flames grow: see the model card's limits.", "", *video_table(runs), ""]
+    federated = {name: r for name, r in runs.items() if r.get("group") == "federated"}
+    if federated:
+        from .federated_report import federated_section
+
+        sections += federated_section(federated, figures)
+    sections += rejected_section(runs)
     sections += [WHY_THIS_MODEL, ""]
     output.write_text("\n".join(sections))
     return output
