@@ -21,8 +21,11 @@ class AugmentConfig:
     size: int = 224
     crop_scale: tuple[float, float] = (0.25, 1.0)
     crop_ratio: tuple[float, float] = (0.5, 2.0)   # wide crops squeezed to square = a 16:9 frame stretched
-    p_zoom_out: float = 0.3                         # distant subject: shrink into a padded frame
-    zoom_out_range: tuple[float, float] = (0.2, 0.75)  # subject size as a share of the frame side
+    p_zoom_out: float = 0.15                        # distant subject: shrink into a larger frame
+    zoom_out_range: tuple[float, float] = (0.35, 0.75)  # subject size as a share of the frame side
+    # "reflect": the picture's mirror image around it (shipped); "scene": pasted into a `none` training
+    # image with a feathered edge (tried: more false alarms on `none`, see docs/model-report.md)
+    zoom_out_fill: str = "reflect"
     p_flip: float = 0.5
     brightness: float = 0.3
     contrast: float = 0.3
@@ -59,11 +62,21 @@ def random_resized_crop(image: np.ndarray, rng: np.random.Generator, cfg: Augmen
 
 def zoom_out(image: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig,
              backgrounds: list[np.ndarray] | None = None) -> np.ndarray:
-    """Shrink the picture into a larger frame: the subject becomes small, as when far away.
+    """Shrink the picture into a larger frame: the subject becomes small, as when far away."""
+    if cfg.zoom_out_fill == "scene" and backgrounds:
+        return zoom_out_into_scene(image, rng, cfg, backgrounds)
+    inner = max(8, int(cfg.size * rng.uniform(*cfg.zoom_out_range)))
+    small = cv2.resize(image, (inner, inner), interpolation=cv2.INTER_AREA)
+    top = int(rng.integers(0, cfg.size - inner + 1))
+    left = int(rng.integers(0, cfg.size - inner + 1))
+    return cv2.copyMakeBorder(small, top, cfg.size - inner - top, left, cfg.size - inner - left,
+                              cv2.BORDER_REFLECT_101)
 
-    Around it goes a scene without fire or smoke (a `none` training image, the subject blended in
-    with a feathered edge so no rectangle gives it away), or, now and then, letterbox black.
-    """
+
+def zoom_out_into_scene(image: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig,
+                        backgrounds: list[np.ndarray]) -> np.ndarray:
+    """The subject, shrunk, blended with a feathered edge into a scene without fire or smoke (a `none`
+    training image), so no rectangle gives it away; now and then into letterbox black instead."""
     size = cfg.size
     factor = rng.uniform(*cfg.zoom_out_range)
     inner_h = max(8, int(size * factor))
@@ -71,18 +84,18 @@ def zoom_out(image: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig,
     small = cv2.resize(image, (inner_w, inner_h), interpolation=cv2.INTER_AREA).astype(np.float32)
     top = int(rng.integers(0, size - inner_h + 1))
     left = int(rng.integers(0, size - inner_w + 1))
-    if backgrounds and rng.random() < 0.8:
-        canvas = random_resized_crop(backgrounds[int(rng.integers(len(backgrounds)))], rng, cfg).astype(np.float32)
-        mask = np.zeros((size, size), np.float32)
-        margin = max(1, min(inner_h, inner_w) // 8)
-        mask[top + margin:top + inner_h - margin, left + margin:left + inner_w - margin] = 1.0
-        mask = cv2.GaussianBlur(mask, (0, 0), margin)[..., None]
-        placed = canvas.copy()
-        placed[top:top + inner_h, left:left + inner_w] = small
-        return np.clip(placed * mask + canvas * (1 - mask), 0, 255).astype(np.uint8)
-    canvas = np.zeros((size, size, 3), np.float32)
-    canvas[top:top + inner_h, left:left + inner_w] = small
-    return canvas.astype(np.uint8)
+    if rng.random() < 0.2:
+        canvas = np.zeros((size, size, 3), np.float32)
+        canvas[top:top + inner_h, left:left + inner_w] = small
+        return canvas.astype(np.uint8)
+    canvas = random_resized_crop(backgrounds[int(rng.integers(len(backgrounds)))], rng, cfg).astype(np.float32)
+    mask = np.zeros((size, size), np.float32)
+    margin = max(1, min(inner_h, inner_w) // 8)
+    mask[top + margin:top + inner_h - margin, left + margin:left + inner_w - margin] = 1.0
+    mask = cv2.GaussianBlur(mask, (0, 0), margin)[..., None]
+    placed = canvas.copy()
+    placed[top:top + inner_h, left:left + inner_w] = small
+    return np.clip(placed * mask + canvas * (1 - mask), 0, 255).astype(np.uint8)
 
 
 def jitter_colour(image: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
