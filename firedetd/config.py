@@ -109,7 +109,8 @@ class ThresholdConfig:
 @dataclass(frozen=True)
 class SnapshotConfig:
     enabled: bool = option(True, doc="Attach a JPEG of the triggering frame to alerts (turn off for privacy).")
-    width: int = option(640, doc="Snapshot width in pixels (height keeps the camera's aspect).",
+    width: int = option(640, doc="Snapshot width in pixels, at most: a narrower camera keeps its own width "
+                                 "(height keeps the camera's aspect).",
                         minimum=64, maximum=3840)
     jpeg_quality: int = option(85, doc="JPEG quality of snapshots.", minimum=10, maximum=100)
 

@@ -85,8 +85,10 @@ def describe_pipeline(source_config: SourceConfig, geometry: Geometry, available
         parts.append("split. ! " + describe_snapshot_branch(geometry, nvmm, live, sync, known_size))
     skip = tuple(d for d in JETSON_DECODERS if d in available) if (
         scheme in DECODING_SCHEMES and source_config.decoder == "software") else ()
+    # snapshots are never scaled up (a 426-wide stream stays 426 wide): the width is set from the input caps
+    size_on_caps = (nvmm and known_size is None) or (not nvmm and geometry.snapshot_width > 0)
     return PipelinePlan(description="  ".join(parts), live=live, hardware_decoder=hardware, skip_decoders=skip,
-                        nvmm=nvmm, size_on_caps=nvmm and known_size is None)
+                        nvmm=nvmm, size_on_caps=size_on_caps)
 
 
 def use_hardware_decoder(source_config: SourceConfig, available: Container[str]) -> bool:
@@ -181,9 +183,11 @@ def describe_snapshot_branch(geometry: Geometry, nvmm: bool, live: bool, sync: b
         convert = "nvvidconv name=snapshotconv ! capsfilter name=snapshotcaps caps=%s" % quote(
             "video/x-raw,format=RGBA,width=%d%s" % (geometry.snapshot_width, height))
     else:
-        # videoscale picks the height that keeps the display aspect when only the width and the PAR are fixed.
-        convert = ("videoscale ! video/x-raw,width=%d,pixel-aspect-ratio=1/1 ! videoconvert ! video/x-raw,format=RGB"
-                   % geometry.snapshot_width)
+        # videoscale picks the height that keeps the display aspect when only the width and the PAR are fixed;
+        # the width drops to the input's once its caps are known (no upscaling: measured 0.64 of the pipeline's
+        # 1.49 ms a frame went to scaling 426-wide frames up to 640, docs/benchmarks.md)
+        convert = ("videoscale ! capsfilter name=snapshotcaps caps=%s ! videoconvert ! video/x-raw,format=RGB"
+                   % quote("video/x-raw,width=%d,pixel-aspect-ratio=1/1" % geometry.snapshot_width))
     return "%s ! %s ! %s" % (describe_queue(live and not sync), convert, describe_appsink("snapshot", live, sync))
 
 
@@ -259,6 +263,10 @@ class GstSource(FrameSource):
         self._frame_duration = int(1e9 / source_config.fps)
         self._frames = 0
         self._monotonic_clock = None  # whether buffer running times are CLOCK_MONOTONIC times
+        # Frames of a file its decoder skipped (libav conceals corrupt data by dropping frames, silently) or that a
+        # truncated file lacks at its end; the capture thread counts them in firedetd_frames_bad_total.
+        self.frames_lost = 0
+        self._last_stream_pts = None
 
     # -- open / close ------------------------------------------------------------------------------------------
 
@@ -290,8 +298,11 @@ class GstSource(FrameSource):
                 Gst.PadProbeType.EVENT_DOWNSTREAM, self._on_input_event)
         try:
             self._start(Gst)
-        except SourceError:
+        except SourceError as e:
             self.close()
+            if self.config.scheme == "file" and not e.permanent:
+                # a file that cannot even start plays no better on the next try: say so once instead of forever
+                raise SourceError("%s (the file is damaged, truncated or not a video)" % e, permanent=True)
             raise
         log.info("%s: opened (gst, %s%s)", self.uri, "live" if self.live else "every frame",
                  ", nvvidconv" if plan.nvmm else "")
@@ -350,13 +361,23 @@ class GstSource(FrameSource):
             self._raise_bus_error()
             raise SourceError("%s: the GStreamer pipeline did not start" % self.uri)
         if result == Gst.StateChangeReturn.ASYNC:   # not live: wait until the first frame reached the sinks
-            result, _, _ = self._pipeline.get_state(int(PREROLL_TIMEOUT_S * Gst.SECOND))
+            result = self._wait_for_preroll(Gst)
             if result == Gst.StateChangeReturn.FAILURE:
                 self._raise_bus_error()
                 raise SourceError("%s: the GStreamer pipeline failed while starting" % self.uri)
             if result == Gst.StateChangeReturn.ASYNC:
                 raise SourceError("%s: no frame within %.0f s of starting (stream not decodable?)" % (
                     self.uri, PREROLL_TIMEOUT_S))
+
+    def _wait_for_preroll(self, Gst):
+        # An element can fail without failing the state change (rtspsrc refused by a camera that is going away):
+        # look at the bus between short waits, or a reconnect would sit out the whole timeout blind.
+        deadline = monotonic_ns() + int(PREROLL_TIMEOUT_S * 1e9)
+        while True:
+            result, _, _ = self._pipeline.get_state(int(_PULL_SLICE_S * Gst.SECOND))
+            if result != Gst.StateChangeReturn.ASYNC or monotonic_ns() >= deadline:
+                return result
+            self._raise_bus_error()
 
     def _on_input_event(self, pad, info):
         # Runs in the streaming thread before the caps reach the branches, so the sizes apply to the first frame.
@@ -366,8 +387,10 @@ class GstSource(FrameSource):
             structure = event.parse_caps().get_structure(0)
             has_width, width = structure.get_int("width")
             has_height, height = structure.get_int("height")
-            if has_width and has_height:
+            if has_width and has_height and self._plan.nvmm:
                 self._size_nvvidconv_branches(width, height, Gst)
+            elif has_width:
+                self._size_snapshot_branch(width, Gst)
         return Gst.PadProbeReturn.OK
 
     def _size_nvvidconv_branches(self, width, height, Gst):
@@ -385,6 +408,13 @@ class GstSource(FrameSource):
         if snapshot_caps is not None:
             snapshot_caps.set_property("caps", Gst.Caps.from_string("video/x-raw,format=RGBA,width=%d,height=%d" % (
                 self.geometry.snapshot_width, snapshot_height(width, height, self.geometry.snapshot_width))))
+
+    def _size_snapshot_branch(self, width, Gst):
+        snapshot_caps = self._pipeline.get_by_name("snapshotcaps") if self._pipeline is not None else None
+        if snapshot_caps is not None:
+            target = min(self.geometry.snapshot_width, width - width % 2)
+            snapshot_caps.set_property("caps", Gst.Caps.from_string(
+                "video/x-raw,width=%d,pixel-aspect-ratio=1/1" % target))
 
     # -- reading -----------------------------------------------------------------------------------------------
 
@@ -434,6 +464,14 @@ class GstSource(FrameSource):
                 continue
             error, debug = message.parse_error()
             log.debug("%s: %s", self.uri, debug)
+            if self.config.scheme == "file" and not self.config.loop and self._frames:
+                # Reopening would decode the same frames again and raise their alerts again: a file that breaks
+                # part-way ends where it breaks.
+                self._count_missing_tail(Gst)
+                log.warning("%s: decoding stopped after %d frames (%s: %s); treating it as the end of the file",
+                            self.uri, self._frames, source, error.message)
+                self._failure = EndOfStream(self.uri)
+                raise self._failure
             self._failure = SourceError("%s: %s: %s" % (self.uri, source, error.message))
             raise self._failure
 
@@ -444,15 +482,44 @@ class GstSource(FrameSource):
             # connection); the capture thread reconnects.
             raise SourceError("%s: the stream ended%s" % (
                 self.uri, " (%s)" % self._last_warning if self._last_warning else ""))
+        if scheme == "file":
+            self._count_missing_tail(Gst)
         if not (scheme == "file" and self.config.loop):
             raise EndOfStream(self.uri)
         # A flushing seek restarts the file without rebuilding the pipeline; pts continue from the last frame.
         if self._last_pts is not None:
             self._pts_base = self._last_pts + self._frame_duration
         self._pending_snapshot = None
+        self._last_stream_pts = None
         if not self._pipeline.seek_simple(Gst.Format.TIME, Gst.SeekFlags.FLUSH | Gst.SeekFlags.KEY_UNIT, 0):
             raise SourceError("%s: cannot seek back to the start to loop the file" % self.uri)
         log.debug("%s: looped", self.uri)
+
+    def _count_skipped_frames(self, pts):
+        # A file is read with back-pressure, so every frame its decoder makes arrives: a gap in the pts is frames
+        # the decoder dropped.
+        last, self._last_stream_pts = self._last_stream_pts, pts
+        if last is None or pts <= last:
+            return
+        skipped = int(round((pts - last) / float(self._frame_duration))) - 1
+        if skipped > 0:
+            self.frames_lost += skipped
+            log.debug("%s: %d frame(s) not decoded before %.3f s", self.uri, skipped, pts / 1e9)
+
+    def _count_missing_tail(self, Gst):
+        """A file whose frames stop short of its duration is truncated (or broke): count the frames it lacks."""
+        if self._last_stream_pts is None or self._pipeline is None:
+            return
+        ok, duration = self._pipeline.query_duration(Gst.Format.TIME)
+        if not ok or duration <= 0:
+            return
+        # rounded down: containers often state a duration up to a frame longer than their last frame's pts
+        missing = int((duration - self._last_stream_pts) / float(self._frame_duration) + 0.01) - 1
+        if missing > 0:
+            self.frames_lost += missing
+            log.warning("%s: the frames end at %.2f s of the file's %.2f s: %d frame(s) missing (truncated or "
+                        "damaged file)", self.uri, self._last_stream_pts / 1e9, duration / 1e9, missing)
+        self._last_stream_pts = None
 
     def _frame_from(self, sample, deadline, Gst):
         buffer = sample.get_buffer()
@@ -463,13 +530,15 @@ class GstSource(FrameSource):
             stream_pts = (self._frames - 1) * self._frame_duration
         else:
             stream_pts = buffer.pts
+            if not self.live:
+                self._count_skipped_frames(buffer.pts)
         captured_ns = self._captured_ns(sample, buffer, Gst)   # before waiting for the snapshot
         image = self._image(sample, self.geometry.width, self.geometry.height)
         snapshot = None
         if self._snapshot_sink is not None:
             snapshot_sample = self._matching_snapshot(buffer.pts, deadline)
             if snapshot_sample is not None:
-                snapshot = self._image(snapshot_sample, self.geometry.snapshot_width, None)
+                snapshot = self._image(snapshot_sample, None, None)
         pts = self._pts_base + stream_pts
         self._last_pts = pts
         return RawFrame(pts_ns=pts, captured_ns=captured_ns, image=image, snapshot=snapshot)
@@ -494,11 +563,14 @@ class GstSource(FrameSource):
                 break
         return best
 
-    def _image(self, sample: object, width: int, height: Optional[int]) -> np.ndarray:
-        """Copy one packed RGB/BGR(x) frame out of a sample into a read-only (height, width, 3) array."""
+    def _image(self, sample: object, width: Optional[int], height: Optional[int]) -> np.ndarray:
+        """Copy one packed RGB/BGR(x) frame out of a sample into a read-only (height, width, 3) array; a width or
+        height of None accepts what the caps say (snapshots: at most snapshot_width, never scaled up)."""
         _, GstVideo, _ = self._gst()
         info = video_info_from_caps(GstVideo, sample.get_caps())
-        if info is None or info.width != width or (height is not None and info.height != height):
+        wrong_width = width is not None and info is not None and info.width != width
+        wrong_height = height is not None and info is not None and info.height != height
+        if info is None or wrong_width or wrong_height:
             raise SourceError("%s: appsink delivered unexpected caps %s" % (self.uri, sample.get_caps().to_string()))
         buffer = sample.get_buffer()
         stride, offset = info.stride[0], info.offset[0]

@@ -125,8 +125,10 @@ def test_center_crop_on_desktop_crops_to_the_model_aspect_before_scaling():
 
 
 def test_snapshot_branch_fixes_width_and_square_pixels():
-    snapshot = branch(plan_for("test://", DESKTOP).description, "snapshot")
+    plan = plan_for("test://", DESKTOP)
+    snapshot = branch(plan.description, "snapshot")
     assert "video/x-raw,width=640,pixel-aspect-ratio=1/1" in snapshot and "format=RGB" in snapshot
+    assert plan.size_on_caps  # the width drops to the input's when that is narrower
 
 
 def test_elements_in_lists_factories_not_caps_or_tee_references():
@@ -204,7 +206,8 @@ def test_odd_width_rows_with_stride_padding_are_not_skewed():
 
 
 @needs_gst
-@pytest.mark.parametrize("size,expected", [((640, 480), (240, 320)), ((1280, 720), (180, 320))])
+@pytest.mark.parametrize("size,expected", [((640, 480), (240, 320)), ((1280, 720), (180, 320)),
+                                           ((200, 150), (150, 200))])  # narrower than 320: never scaled up
 def test_snapshot_is_rgb_at_snapshot_width_keeping_the_aspect(size, expected):
     source = open_source("test://?pattern=red&width=%d&height=%d" % size, Geometry(64, 64, "BGR", "stretch", 320))
     try:
