@@ -43,6 +43,10 @@ class OnnxRuntimeEngine(Engine):
         options.intra_op_num_threads = model_config.threads
         # one frame batch at a time flows through the graph: inter-op parallelism only adds threads
         options.inter_op_num_threads = 1
+        # Idle intra-op threads would spin for work, burning the cores the decoder and the other threads need: on 2
+        # shared cores spinning doubled the engine's CPU per frame and, with 4 cameras, stalled batches for
+        # hundreds of ms (docs/benchmarks.md). Sleeping costs a wake-up per parallel section, far less.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         providers = choose_providers(ort.get_available_providers(), model_config.cuda)
         try:
