@@ -46,6 +46,11 @@ class FrameQueue(object):
             self._cond.notify_all()
             return True
 
+    def count_dropped(self, count):
+        """Frames the source itself skipped to deliver the newest: dropped for the same reason as ours."""
+        with self._cond:
+            self.dropped += count
+
     def _pop(self):
         return self._frames.popleft() if self._frames else None
 

@@ -49,6 +49,7 @@ class CaptureThread(threading.Thread):
         self.frames_lost = 0     # frames the decoder skipped or a truncated file lacked (counted as bad frames)
         self._failures = 0
         self._lost_seen = 0      # the current source's frames_lost already counted
+        self._superseded_seen = 0
 
     def stop(self):
         self.stop_event.set()
@@ -81,7 +82,7 @@ class CaptureThread(threading.Thread):
         while not self.stop_event.is_set():
             self.last_beat_ns = monotonic_ns()
             source = self.source_factory(self.camera.source, self.geometry)
-            self._lost_seen = 0
+            self._lost_seen = self._superseded_seen = 0
             try:
                 source.open()
                 self._ensure_queue(source.live)
@@ -131,6 +132,11 @@ class CaptureThread(threading.Thread):
             self._enqueue(raw, now)
 
     def _count_lost_frames(self, source):
+        # a live backend that skipped stale frames to deliver the newest (gst) counts them as the queue's drops
+        superseded = getattr(source, "frames_superseded", 0)
+        if superseded > self._superseded_seen and self.queue is not None:
+            self.queue.count_dropped(superseded - self._superseded_seen)
+            self._superseded_seen = superseded
         # a backend that can tell (gst on files) reports frames its decoder skipped; they are bad frames too
         lost = getattr(source, "frames_lost", 0)
         if lost > self._lost_seen:

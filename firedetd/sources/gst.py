@@ -255,6 +255,7 @@ class GstSource(FrameSource):
         self._snapshot_sink = None
         self._bus = None
         self._plan = None
+        self.frames_superseded = 0   # live frames skipped to read the newest (counted as drops by the capture thread)
         self._failure = None          # the SourceError a bus ERROR became; raised again on later reads
         self._last_warning = None
         self._pending_snapshot = None
@@ -435,6 +436,8 @@ class GstSource(FrameSource):
             remaining = deadline - monotonic_ns()
             sample = sink.try_pull_sample(max(0, min(remaining, int(_PULL_SLICE_S * 1e9))))
             if sample is not None:
+                if self.live:
+                    sample = self._newest_sample(sink, sample)
                 return self._frame_from(sample, deadline, Gst)
             if self._model_sink is None:        # closed by another thread while we waited
                 return None
@@ -444,6 +447,17 @@ class GstSource(FrameSource):
             if monotonic_ns() >= deadline:
                 self._raise_bus_error()
                 return None
+
+    def _newest_sample(self, sink, sample):
+        """On a live source, skip to the newest frame the appsink holds: after one slow moment the sink would
+        otherwise stay a frame behind for good (measured: p99 latency a frame interval higher at 60 fps,
+        docs/benchmarks.md). The frames skipped are counted as dropped, like the queue's own."""
+        while True:
+            newer = sink.try_pull_sample(0)
+            if newer is None:
+                return sample
+            sample = newer
+            self.frames_superseded += 1
 
     def _raise_bus_error(self):
         bus = self._bus

@@ -427,3 +427,19 @@ def test_rtsp_connection_refused_raises_source_error(rtsp_server):
     finally:
         source.close()
     assert url in str(err.value) and not err.value.permanent
+
+
+@needs_gst
+def test_a_live_reader_that_fell_behind_gets_the_newest_frame_and_counts_the_skipped():
+    source = open_source("test://?pattern=ball&fps=30&width=160&height=120", Geometry(32, 32, "RGB", "stretch", 0))
+    try:
+        first = read_frames(source, 1)[0]
+        import time
+
+        time.sleep(0.5)  # the appsink fills (it keeps 2) while nobody reads
+        behind = source.read(2.0)
+    finally:
+        source.close()
+    # without draining, the next frame would be the one right after `first` (a frame interval later)
+    assert behind.pts_ns - first.pts_ns > 0.3e9
+    assert source.frames_superseded >= 1
