@@ -128,6 +128,7 @@ class Progress(object):
             self.stream.write("\n")
             self.stream.flush()
         self._shown = False
+        self._last = 0.0   # the next phase announces itself at once, however soon it starts
 
 
 # ------------------------------------------------------------------------------------------- engine-only
