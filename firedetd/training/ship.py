@@ -102,7 +102,34 @@ def quantize_int8(fp32_path: Path, int8_path: Path, images: list[np.ndarray]) ->
     finally:
         prepared.unlink(missing_ok=True)
     strip_unused_opsets(int8_path)
+    compact_tensor_names(int8_path)
     return int8_path
+
+
+def compact_tensor_names(path: Path) -> None:
+    """Rename every inner tensor and node to a short id (the graph's inputs and outputs keep theirs). QDQ
+    quantization adds four names per layer, each spelled out in full several times (initializer, node inputs,
+    node outputs); the text was ~4 % of the INT8 file. Outputs are bit-identical."""
+    import onnx
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    kept = {v.name for v in graph.input} | {v.name for v in graph.output}
+    short: dict[str, str] = {}
+
+    def rename(name: str) -> str:
+        if not name or name in kept:
+            return name
+        return short.setdefault(name, f"t{len(short):x}")
+
+    for tensor in graph.initializer:
+        tensor.name = rename(tensor.name)
+    for index, node in enumerate(graph.node):
+        node.name = f"n{index:x}"
+        node.input[:] = [rename(name) for name in node.input]
+        node.output[:] = [rename(name) for name in node.output]
+    del graph.value_info[:]  # inferred shapes only; ONNX Runtime infers them again at load
+    onnx.save(model, str(path))
 
 
 def strip_unused_opsets(path: Path) -> None:

@@ -187,7 +187,7 @@ class Study:
         for k in (32, 16):
             name = f"clustered-{k}"
             model = load_checkpoint(checkpoint, backbone)
-            clustered = cluster_weights(model)
+            clustered = cluster_weights(model, k)
             model = fine_tune(model, samples, images, cfg, epochs=2, lr=2e-5, after_step=lambda c=clustered:
                               resnap_clusters(c), desc=name)
             params[name] = distinct_values_per_layer(model)
