@@ -78,13 +78,18 @@ def config_from_args(args, environ=None):
 def setup_logging(level, debug=False):
     logging.basicConfig(level=logging.DEBUG if debug else getattr(logging, level.upper()),
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr)
+    # urllib3's debug lines quote each request's path and query, where webhook tokens live; firedetd logs its own
+    # requests with the URL redacted
+    logging.getLogger("urllib3").setLevel(max(logging.INFO, logging.getLogger().level))
 
 
 # ---------------------------------------------------------------------------- subcommands
 
 def cmd_run(args):
-    from .daemon import Daemon, Limits
+    from .daemon import Daemon, Limits, limit_malloc_arenas
     from .systemd import Notifier
+
+    limit_malloc_arenas()  # first, before any thread: a process-wide allocator setting
 
     config = config_from_args(args)
     setup_logging(config.log_level, args.debug)
@@ -100,10 +105,28 @@ def cmd_check_config(args):
     config = config_from_args(args)
     spec = load_spec(config.model.spec)
     verify_model_file(spec.files.get(config.model.variant) or spec.files["fp32"])
-    print("%s: ok: %d camera(s) (%s), model %s %s, %d webhook(s)%s" % (
+    loaded = _load_model_on_cpu(spec, config.model)
+    print("%s: ok: %d camera(s) (%s), model %s %s%s, %d webhook(s)%s" % (
         args.config or "(defaults)", len(config.active_cameras), ", ".join(c.name for c in config.active_cameras),
-        spec.name, spec.version, len(config.alerts.webhooks), ", mqtt" if config.alerts.mqtt else ""))
+        spec.name, spec.version, " (inputs, outputs and labels match the spec)" if loaded else "",
+        len(config.alerts.webhooks), ", mqtt" if config.alerts.mqtt else ""))
     return 0
+
+
+def _load_model_on_cpu(spec, model_config):
+    """Load the ONNX model with ONNX Runtime on the CPU, which checks it against the spec as `run` does (a matching
+    hash says nothing about a spec edited by hand); False when ONNX Runtime is not installed (a TensorRT-only box)."""
+    from dataclasses import replace
+
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    from .inference.onnxruntime import OnnxRuntimeEngine
+
+    variant = model_config.variant if model_config.variant in spec.files else "fp32"
+    OnnxRuntimeEngine(spec, replace(model_config, cuda=False, variant=variant)).close()
+    return True
 
 
 def cmd_config_doc(args):
@@ -167,7 +190,8 @@ def build_parser():
     _add_optional(build, "firedetd.inference.build")
     build.set_defaults(func=cmd_build_engine)
 
-    for name, module in (("bench", "firedetd.bench"), ("eval", "firedetd.evaluation")):
+    for name, module in (("bench", "firedetd.bench"), ("eval", "firedetd.evaluation"),
+                         ("scene-relay", "firedetd.scenes")):
         p = sub.add_parser(name, help=_module_help(module))
         _add_optional(p, module)
         p.set_defaults(func=_module_runner(module))
@@ -183,7 +207,8 @@ def build_parser():
 
 def _module_help(module):
     return {"firedetd.bench": "measure engine-only and end-to-end speed, latency and memory",
-            "firedetd.evaluation": "time-to-alert and false alerts on a labelled video"}[module]
+            "firedetd.evaluation": "time-to-alert and false alerts on a labelled video",
+            "firedetd.scenes": "site side: one alert per scene from many cameras' MQTT events (docs/fleet.md)"}[module]
 
 
 def _module_runner(module):

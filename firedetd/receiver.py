@@ -88,10 +88,12 @@ class AlertReceiver:
         return self
 
     def stop(self) -> None:
-        """Stop serving and close the port; answers still sleeping in `delay_s` are cut short."""
+        """Stop serving, close the port and every open connection (a stopped receiver must not go on answering
+        on a kept-alive one); answers still sleeping in `delay_s` are cut short."""
         self._stopping.set()
         if self._server is not None:
             self._server.shutdown()
+            self._server.close_open_connections()
             self._server.server_close()
             self._thread.join(5)
             self._server = None
@@ -225,11 +227,33 @@ class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     block_on_close = False
     allow_reuse_address = True
 
+    def __init__(self, *args, **kwargs):
+        self._open_connections = set()
+        self._open_lock = threading.Lock()
+        super().__init__(*args, **kwargs)
+
     def process_request(self, request, client_address):
         # as ThreadingMixIn does, but with a thread name that says whose thread it is
+        with self._open_lock:
+            self._open_connections.add(request)
         thread = threading.Thread(target=self.process_request_thread, args=(request, client_address),
                                   name="alert-receiver-request", daemon=True)
         thread.start()
+
+    def shutdown_request(self, request):
+        with self._open_lock:
+            self._open_connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_open_connections(self):
+        """Cut every connection still open (HTTP/1.1 keep-alive): their threads see the end and finish."""
+        with self._open_lock:
+            connections = list(self._open_connections)
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:  # already closed by the client
+                pass
 
     def handle_error(self, request, client_address):
         error = sys.exc_info()[1]

@@ -134,7 +134,7 @@ class Outbox:
         try:
             result = conn.execute("PRAGMA quick_check").fetchone()[0]
             if result != "ok":
-                raise _CorruptDatabase("quick_check: %s" % result)
+                raise _CorruptDatabase("quick_check: %s" % _first_problems(result))
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise OutboxError("outbox %s: schema version %d is newer than this firedetd's (%d); move the file "
@@ -579,6 +579,13 @@ def alert_payload(alert: Alert) -> dict:
 
 class _CorruptDatabase(Exception):
     pass
+
+
+def _first_problems(report, shown=3):
+    """SQLite's quick_check report (one problem a line, often hundreds) as one short log-friendly line."""
+    problems = [line.strip() for line in report.splitlines() if line.strip() and not line.startswith("***")]
+    more = len(problems) - shown
+    return "; ".join(problems[:shown]) + (" (and %d more)" % more if more > 0 else "")
 
 
 def _hint(error):

@@ -1,7 +1,7 @@
 """A real RTSP server on 127.0.0.1 for tests: GstRtspServer serving videotestsrc as H.264.
 
     server = RtspTestServer(width=320, height=240, fps=15)
-    server.start()          # binds a free port; server.url is rtsp://127.0.0.1:PORT/test
+    server.start()          # binds a free port (or port=N); server.url is rtsp://127.0.0.1:PORT/test
     ...
     server.stop()           # drops every client connection and closes the port
 
@@ -53,8 +53,9 @@ def _import():
 class RtspTestServer(object):
     """An RTSP server on 127.0.0.1 (free port) serving one H.264 test stream at `url`."""
 
-    def __init__(self, width=320, height=240, fps=15, pattern="ball", path="/test"):
+    def __init__(self, width=320, height=240, fps=15, pattern="ball", path="/test", port=0):
         self.width, self.height, self.fps, self.pattern, self.path = width, height, fps, pattern, path
+        self.requested_port = port  # 0: a free port; a fixed one lets a test stop and restart "the same camera"
         self.port = None
         self._server = None
         self._context = None
@@ -78,13 +79,13 @@ class RtspTestServer(object):
                 % (self.pattern, self.width, self.height, self.fps, self.fps))
 
     def start(self):
-        """Bind 127.0.0.1 on a free port and serve in a background thread."""
+        """Bind 127.0.0.1 (on `port`, or a free one) and serve in a background thread."""
         GLib, _, GstRtspServer = _import()
         self._context = GLib.MainContext.new()
         self._loop = GLib.MainLoop.new(self._context, False)
         self._server = GstRtspServer.RTSPServer.new()
         self._server.set_address("127.0.0.1")
-        self._server.set_service("0")   # the kernel picks a free port
+        self._server.set_service(str(self.requested_port))   # "0": the kernel picks a free port
         factory = GstRtspServer.RTSPMediaFactory.new()
         factory.set_launch(self.launch_description())
         factory.set_shared(True)
