@@ -54,7 +54,7 @@ def add_subcommands(sub) -> None:
     study.add_argument("--work", type=Path, default=Path("runs/study"))
     study.add_argument("--shipped-run", type=Path, default=Path("runs/ship-v2-full"),
                        help="the training run whose best.pt was exported to engines/")
-    study.add_argument("--parts", default="shipped,backbones,lr,compression")
+    study.add_argument("--parts", default="shipped,backbones,lr,compression,latency")
     study.set_defaults(func=run_study)
 
     report = sub.add_parser("report", help="write docs/model-report.md and its figures from the study results")

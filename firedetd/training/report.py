@@ -221,7 +221,10 @@ def write_report(results: Path, output: Path, engines: Path) -> Path:
                      "Same data, augmentation and schedule for every run (head-only: a linear layer on frozen "
                      "features cached for 4 augmented views; full: every layer, BatchNorm statistics frozen; "
                      "scratch: random initialisation, BatchNorm trained). Test split, ONNX Runtime, the daemon's "
-                     "preprocessing. Latency: ONNX Runtime 1.32, 2 threads, batch 1, this machine (2 shared cores).",
+                     "preprocessing. Latency: ONNX Runtime 1.32, 2 threads, batch 1, this machine (2 shared cores); "
+                     "all rows timed in turns in one process (`firedetd study --parts latency`), so machine noise "
+                     "hits them alike. Models of one architecture have the same graph and should time alike: the "
+                     "spread between them is the noise that remains.",
                      "", *backbone_table(runs), "", "![backbones](model-report/backbones.png)", ""]
     if any(r.get("group", "").startswith("lr-") for r in runs.values()):
         plot_lr_study(runs, figures / "lr-study.png")

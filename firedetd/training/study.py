@@ -155,6 +155,21 @@ class Study:
                                lr=cfg_raw.get("lr", 2e-4), epochs=cfg_raw.get("epochs", len(history)))
         self.record("shipped", checkpoint, backbone, result, "shipped", cfg)
 
+    def remeasure_latency(self) -> None:
+        """Time every backbone run's model again, in turns in one process: the latencies recorded run by run
+        were taken hours apart on a shared machine, so they are not comparable with each other."""
+        names = [path.stem for path in sorted(self.results.glob("*.json"))
+                 if json.loads(path.read_text()).get("group") in ("backbones", "shipped")
+                 and (self.work / path.stem / "model.onnx").is_file()]
+        print(f"== latency of {len(names)} models, measured together", flush=True)
+        latency = measure_latencies_interleaved({name: self.work / name / "model.onnx" for name in names})
+        for name in names:
+            path = self.results / f"{name}.json"
+            summary = json.loads(path.read_text())
+            summary["latency"] = {**latency[name], "measured": "interleaved with the other backbone runs"}
+            path.write_text(json.dumps(summary, indent=2))
+            print(f"   {name}: {latency[name]['median_ms']:.2f} / {latency[name]['p99_ms']:.2f} ms", flush=True)
+
     def compress(self, checkpoint: Path, backbone: str = "mobilenetv2") -> None:
         """The compression table: every variant of the shipped model, latency measured in one session."""
         if self.done("compression"):
@@ -231,5 +246,7 @@ def run_study(data: Path, weights: Path, results: Path, work: Path, shipped_run:
         study.sweep_learning_rate()
     if "compression" in parts:
         study.compress(shipped_run / "best.pt")
+    if "latency" in parts:
+        study.remeasure_latency()
     print(f"study: results in {results}", flush=True)
 
