@@ -347,6 +347,10 @@ class TensorRTEngine(Engine):
         self.trt_version = str(self._trt.__version__)
         self.precision = sidecar.get("precision_built", model_config.tensorrt.precision)
         self.provider = "TensorRT %s %s" % (self.trt_version, self.precision.upper())
+        # the two figures of the Nano memory budget (docs/jetson.md) that only the device can tell
+        log.info("%s: plan %s (%.1f MiB), execution context %.1f MiB of device memory at batch <= %d",
+                 self.provider, plan_path, self.plan_bytes / 1048576.0, self.device_memory_bytes / 1048576.0,
+                 self.max_batch)
 
     def _load(self, spec, model_config, state_dir, device, progress):
         """Get a plan (cached or built), deserialize it (rebuilding once if that fails), allocate buffers."""
