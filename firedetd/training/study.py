@@ -177,7 +177,7 @@ class Study:
         from .compress import (
             cluster_weights,
             convert_fp16,
-            distinct_values_per_layer,
+            distinct_values_per_channel,
             fine_tune,
             prune_channels,
             resnap_clusters,
@@ -205,7 +205,7 @@ class Study:
             clustered = cluster_weights(model, k)
             model = fine_tune(model, samples, images, cfg, epochs=2, lr=2e-5, after_step=lambda c=clustered:
                               resnap_clusters(c), desc=name)
-            params[name] = distinct_values_per_layer(model)
+            params[name] = distinct_values_per_channel(model)
             paths[name] = export_onnx(model, out / f"{name}.onnx")
         test_images, test_labels = self.test_split()
         latency = measure_latencies_interleaved(paths)
@@ -225,7 +225,7 @@ def _variant_note(name: str, params: dict) -> str:
     if name.startswith("pruned"):
         return f"{params[name]:,} parameters after pruning"
     if name.startswith("clustered"):
-        return f"at most {params[name]} distinct values per layer"
+        return f"at most {params[name]} distinct values per output channel"
     return ""
 
 

@@ -7,7 +7,7 @@ torch = pytest.importorskip("torch", reason="training needs torch (the train ext
 
 from firedetd.training.compress import (  # noqa: E402
     cluster_weights,
-    distinct_values_per_layer,
+    distinct_values_per_channel,
     kmeans_1d,
     resnap_clusters,
     zipped_size,
@@ -25,13 +25,13 @@ def test_kmeans_finds_separated_clusters():
 def test_clustering_survives_an_optimiser_step():
     model = build_classifier("mobilenetv2", 3, None)
     clustered = cluster_weights(model, 16)
-    assert distinct_values_per_layer(model) <= 16
+    assert distinct_values_per_channel(model) <= 16
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     model(torch.randn(2, 3, 64, 64)).sum().backward()
     optimizer.step()
-    assert distinct_values_per_layer(model) > 16  # the step spread the values...
+    assert distinct_values_per_channel(model) > 16  # the step spread the values...
     resnap_clusters(clustered)
-    assert distinct_values_per_layer(model) <= 16  # ...and re-snapping restores k per layer
+    assert distinct_values_per_channel(model) <= 16  # ...and re-snapping restores k per channel
 
 
 def test_pruning_removes_channels_and_still_runs():
