@@ -122,13 +122,17 @@ class Study:
     # ------------------------------------------------------------------------------- the experiments
 
     def compare_backbones(self) -> None:
+        # cheapest first across backbones (head, then full, then scratch), so an interrupted study has the
+        # transfer-learning rows of every backbone before the slow from-scratch runs
         for backbone in BACKBONES:
             cache = self.work / "cache" / f"{backbone}-features.pt"
             self.run_training(f"{backbone}-head", self.base_config(
                 f"{backbone}-head", backbone=backbone, mode="head", lr=1e-3, epochs=HEAD_EPOCHS, patience=8,
                 feature_cache=cache), "backbones")
+        for backbone in BACKBONES:
             self.run_training(f"{backbone}-full", self.base_config(f"{backbone}-full", backbone=backbone, mode="full",
                                                                    lr=2e-4), "backbones")
+        for backbone in BACKBONES:
             self.run_training(f"{backbone}-scratch", self.base_config(
                 f"{backbone}-scratch", backbone=backbone, mode="scratch", lr=1e-3), "backbones")
 
