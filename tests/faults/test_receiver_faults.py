@@ -37,12 +37,15 @@ def received(receivers):
 
 
 def caught_up(port, receivers):
-    """(scrape, keys received) at a moment when nothing is pending and every event the daemon generated has
-    arrived as a unique key; None while deliveries are still catching up."""
+    """(scrape, keys received) at a moment when nothing is pending, every event the daemon generated has
+    arrived as a unique key and is counted as delivered; None while deliveries are still catching up."""
     keys_before = set(a.key for a in received(receivers))
     values = scrape(port)
     generated = total(values, "firedetd_alert_events_total")
     if metric(values, "firedetd_alerts_pending", sink=SINK) != 0 or not generated:
+        return None
+    # the outbox row is marked delivered a moment before the counter moves: a scrape in between is not caught up
+    if metric(values, "firedetd_alerts_delivered_total", sink=SINK) != generated:
         return None
     keys_after = set(a.key for a in received(receivers))
     if keys_before != keys_after or len(keys_after) != generated:
