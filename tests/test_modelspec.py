@@ -23,6 +23,17 @@ def test_spec_matches_the_onnx_graph(spec):
     assert out.type.tensor_type.shape.dim[1].dim_value == len(spec.labels)
 
 
+def test_every_pad_and_clip_of_the_shipped_graph_reads_constant_initializers(spec):
+    # TensorRT's ONNX parser (up to 8.0, and the Nano's 8.2 for Clip) needs these inputs as weights, not
+    # computed tensors; firedetd.training.export.fold_constants makes them so
+    model = onnx.load(spec.onnx_path)
+    initializers = set(i.name for i in model.graph.initializer)
+    operands = [name for node in model.graph.node if node.op_type in ("Pad", "Clip") for name in node.input[1:] if name]
+    assert operands and all(name in initializers for name in operands)
+    assert not [node.op_type for node in model.graph.node if node.op_type in ("Constant", "ConstantOfShape", "Cast")]
+    assert model.ir_version <= 7  # ONNX Runtime 1.10, the last for Python 3.6, reads IR 7
+
+
 def test_spec_hashes_match_the_files(spec):
     for model_file in spec.files.values():
         assert sha256_file(model_file.path) == model_file.sha256

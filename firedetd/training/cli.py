@@ -1,4 +1,6 @@
-"""Training subcommands: `firedetd train | export | study | compress | report | federate`.
+"""Training subcommands: `firedetd train | export | study | report | federate`.
+
+Compression runs as `firedetd study --parts compression`.
 
 Registered only where the training package imports (Python 3.8+); torch is imported when a
 command runs, so `firedetd --help` stays light.
@@ -55,6 +57,7 @@ def add_subcommands(sub) -> None:
     study.add_argument("--shipped-run", type=Path, default=Path("runs/ship-v2-full"),
                        help="the training run whose best.pt was exported to engines/")
     study.add_argument("--parts", default="shipped,backbones,lr,compression,latency")
+    study.add_argument("--engines", type=Path, default=DEFAULT_ENGINES, help="the shipped model, timed with the rest")
     study.set_defaults(func=run_study)
 
     report = sub.add_parser("report", help="write docs/model-report.md and its figures from the study results")
@@ -130,7 +133,7 @@ def run_study(args) -> int:
     from .study import run_study as study
 
     study(args.data, args.weights, args.results, args.work, args.shipped_run, args.parts.split(","), args.threads,
-          args.progress)
+          args.progress, args.engines)
     return 0
 
 
