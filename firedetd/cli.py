@@ -202,7 +202,20 @@ def build_parser():
         add_subcommands = None
     if add_subcommands is not None:
         add_subcommands(sub)
+    _accept_debug_after_the_command(sub)
     return parser
+
+
+def _accept_debug_after_the_command(sub):
+    """`firedetd run --debug` as well as `firedetd --debug run`: users add it at the end of the line they ran."""
+    seen = set()
+    for command in sub.choices.values():
+        if id(command) in seen or any("--debug" in a.option_strings for a in command._actions):
+            continue
+        seen.add(id(command))
+        # SUPPRESS: absent after the command, the top-level --debug (default False) stands
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="show tracebacks and debug logs")
 
 
 def _module_help(module):

@@ -198,10 +198,10 @@ class Daemon(object):
     def _reload(self):
         try:
             new_config = self.reload_config()
+            self.pipeline.reload(new_config)
         except FiredetdError as e:
             self.pipeline.metrics.config_reloads.labels("rejected").inc()
             log.error("reload rejected, keeping the running config: %s", e)
             return
-        self.pipeline.reload(new_config)
         self.config = self.pipeline.config
         self.pipeline.metrics.config_reloads.labels("applied").inc()

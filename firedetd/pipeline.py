@@ -275,6 +275,11 @@ class Pipeline(object):
     def reload(self, new_config):
         """Apply a new config's thresholds and sinks without touching the cameras or the engine."""
         with self._lock:
+            new_sinks = None
+            if new_config.alerts != self.config.alerts:
+                # built before anything changes: a sink that cannot be built (an unset password variable, a
+                # missing paho-mqtt) raises here and leaves the running config whole
+                new_sinks = self.sink_factory(_with_alerts(self.config, new_config))
             if new_config.cameras != self.config.cameras or new_config.model != self.config.model:
                 log.warning("reload: camera and model changes need a restart; applying thresholds and sinks only")
             self.postprocessor.detection = new_config.detection
@@ -282,9 +287,9 @@ class Pipeline(object):
                 self.sensor_input.set_sensors(new_config.detection.sensors)
             elif new_config.detection.sensors:
                 log.warning("reload: detection.sensors are read only after a restart")
-            if new_config.alerts != self.config.alerts:
+            if new_sinks is not None:
                 self.config = _with_alerts(self.config, new_config)
-                self._replace_sinks(self.sink_factory(self.config))
+                self._replace_sinks(new_sinks)
             self.config = _with_detection(self.config, new_config)
             log.info("reload: thresholds and sinks applied")
 

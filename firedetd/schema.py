@@ -151,21 +151,27 @@ def build_dataclass(cls, raw, path=""):
     return instance
 
 
-def document(cls, prefix=""):
-    # type: (type, str) -> List[Dict[str, str]]
-    """Rows (key, type, default, doc) for every field of `cls` and its nested dataclasses, for docs/config.md."""
+def document(cls, prefix="", defaults=None):
+    # type: (type, str, Any) -> List[Dict[str, str]]
+    """Rows (key, type, default, doc) for every field of `cls` and its nested dataclasses, for docs/config.md.
+
+    `defaults` is the instance the enclosing field's factory builds, when there is one: a nested section's
+    defaults are that instance's values (smoke's raise_frames is 4 where ThresholdConfig's own is 3)."""
     rows = []
     hints = typing.get_type_hints(cls)
     for f in fields(cls):
         tp = hints[f.name]
         key = join_path(prefix, f.name)
         inner = tp.__args__[0] if is_tuple_of(tp) else (_inner_optional(tp) if is_optional(tp) else tp)
-        if f.default is not MISSING:
+        if defaults is not None:
+            default = getattr(defaults, f.name)
+        elif f.default is not MISSING:
             default = f.default
         elif f.default_factory is not MISSING:
             default = f.default_factory()
         else:
             default = "(required)"
+        nested_defaults = default if is_dataclass(default) else None
         if is_dataclass(default):
             default = "(see below)"
         meta = f.metadata
@@ -178,5 +184,5 @@ def document(cls, prefix=""):
         rows.append({"key": key, "type": type_name(tp), "default": default, "doc": meta.get("doc", ""),
                      "limits": "; ".join(limits)})
         if is_dataclass(inner):
-            rows.extend(document(inner, key + ("[]" if is_tuple_of(tp) else "")))
+            rows.extend(document(inner, key + ("[]" if is_tuple_of(tp) else ""), nested_defaults))
     return rows

@@ -12,13 +12,17 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..errors import EXIT_USAGE, FiredetdError
+
 LABELS = ("fire", "smoke", "none")
 SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
 
-class DatasetError(Exception):
-    """The dataset folder is missing, incomplete or unreadable; the message names the path."""
+class DatasetError(FiredetdError):
+    """The dataset folder is missing, incomplete or unreadable; the message names the path (exit status 2)."""
+
+    exit_code = EXIT_USAGE
 
 
 @dataclass(frozen=True)

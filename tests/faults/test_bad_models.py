@@ -1,5 +1,5 @@
-"""Bad models against the whole daemon: a model spec pointing at a truncated ONNX file, at a model whose labels or
-input size disagree with it, and a TensorRT plan cache holding a plan from another TensorRT version.
+"""Bad models against the whole daemon: a model spec pointing at a missing or truncated ONNX file, at a model whose
+labels or input size disagree with it, and a TensorRT plan cache holding a plan from another TensorRT version.
 
 `firedetd run` (a real process) and `firedetd check-config` must refuse each bad ONNX case with exit 2 and one
 clear error line, before any frame is decided: never a wrong answer. TensorRT cannot be installed here, so the
@@ -70,6 +70,11 @@ def truncate_and_rehash(spec, onnx_path):
         spec["files"]["fp32"]["sha256"] = hashlib.sha256(f.read()).hexdigest()
 
 
+def remove_the_file(spec, onnx_path):
+    """The spec is there, the model file it names is not (a half-copied engines/ folder)."""
+    os.remove(onnx_path)
+
+
 def add_a_label(spec, onnx_path):
     spec["labels"] = list(spec["labels"]) + ["steam"]
 
@@ -79,6 +84,7 @@ def grow_the_input(spec, onnx_path):
 
 
 BAD_MODELS = {
+    "missing": (remove_the_file, "firedetd.onnx: model file not found"),
     "truncated": (truncate, "does not match the spec's"),
     "truncated-rehashed": (truncate_and_rehash, "ONNX Runtime cannot load the model"),
     "labels-mismatch": (add_a_label, "has 3 classes, but"),

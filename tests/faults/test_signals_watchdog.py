@@ -16,12 +16,14 @@ import threading
 import time
 
 import pytest
+import yaml
 from support.daemon import free_port, metric, scrape, wait_until
 
 from firedetd.config import ModelConfig, load_config
 from firedetd.daemon import Daemon
 from firedetd.inference.onnxruntime import OnnxRuntimeEngine
 from firedetd.pipeline import Pipeline
+from firedetd.receiver import AlertReceiver
 from firedetd.sources import create_source
 from firedetd.systemd import Notifier
 
@@ -167,6 +169,46 @@ def test_sighup_with_an_invalid_file_keeps_the_old_config_and_a_valid_one_applie
     assert "keeping the running config" in rejected[0] and "detection.cooldown_s: -1 is out of range" in rejected[0]
     assert str(config) in rejected[0]
     assert "reload: thresholds and sinks applied" in log and "Traceback" not in log
+
+
+def test_sighup_moves_alerts_to_a_new_webhook_without_reopening_the_camera_and_an_unbuildable_sink_is_rejected(
+        tmp_path, monkeypatch):
+    http_port, first_port, second_port = free_port(), free_port(), free_port()
+    cameras = [sample_camera()]
+    hook = "http://127.0.0.1:%d/alerts"
+    config = write_config(tmp_path, cameras, [webhook(hook % first_port)], detection=FLAPPING_DETECTION,
+                          http_port=http_port)
+    monkeypatch.delenv("FIREDETD_TEST_MQTT_PASSWORD_NEVER_SET", raising=False)
+    with AlertReceiver(port=first_port) as first, AlertReceiver(port=second_port) as second, \
+            running_daemon(config) as daemon:
+        wait_until(lambda: len(first.alerts) >= 3, 60, message="alerts at the first webhook")
+
+        write_config(tmp_path, cameras, [webhook(hook % second_port)], detection=FLAPPING_DETECTION,
+                     http_port=http_port)
+        daemon.signal(signal.SIGHUP)
+        wait_until(lambda: metric(scrape(http_port), "firedetd_config_reloads_total", result="applied") == 1, 20,
+                   message="the sink change to be applied")
+        wait_until(lambda: len(second.alerts) >= 3, 60, message="alerts at the second webhook")
+
+        # an MQTT sink whose password variable is unset validates as YAML but cannot be built
+        raw = yaml.safe_load(config.read_text())
+        raw["alerts"]["mqtt"] = {"host": "127.0.0.1", "password_env": "FIREDETD_TEST_MQTT_PASSWORD_NEVER_SET"}
+        config.write_text(yaml.safe_dump(raw))
+        daemon.signal(signal.SIGHUP)
+        wait_until(lambda: metric(scrape(http_port), "firedetd_config_reloads_total", result="rejected") == 1, 20,
+                   message="the unbuildable sink to be rejected")
+        arrived = len(second.alerts)
+        wait_until(lambda: len(second.alerts) > arrived + 2, 60, message="alerts still reaching the second webhook")
+        assert daemon.alive()
+        values = scrape(http_port)
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait(15) == 0
+        log = daemon.log()
+    assert metric(values, "firedetd_source_up", camera="sample") == 1
+    assert log.count("sample: source up") == 1  # the camera was opened once, before either reload
+    rejected = [line for line in log.splitlines() if "reload rejected" in line]
+    assert len(rejected) == 1 and "alerts.mqtt.password_env" in rejected[0]
+    assert "Traceback" not in log
 
 
 # ------------------------------------------------------------------------------------------------ watchdog
