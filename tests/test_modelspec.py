@@ -34,6 +34,22 @@ def test_every_pad_and_clip_of_the_shipped_graph_reads_constant_initializers(spe
     assert model.ir_version <= 7  # ONNX Runtime 1.10, the last for Python 3.6, reads IR 7
 
 
+def test_the_shipped_int8_calibration_cache_names_only_tensors_of_the_shipped_graph(spec):
+    raw = read_json(spec.spec_path)
+    path = os.path.join(os.path.dirname(spec.spec_path), raw["calibration"]["path"])
+    assert sha256_file(path) == raw["calibration"]["sha256"]
+    with open(path) as f:
+        header, *entries = [line for line in f.read().splitlines() if line]
+    assert header.startswith("TRT-") and header.endswith("-EntropyCalibration2")
+    scales = dict(line.rsplit(": ", 1) for line in entries)
+    assert all(len(value) == 8 and int(value, 16) >= 0 for value in scales.values())  # big-endian float32 bits
+    model = onnx.load(spec.onnx_path)
+    graph = model.graph
+    tensors = set(i.name for i in graph.input) | set(o for n in graph.node for o in n.output) \
+        | set(i.name for i in graph.initializer)
+    assert spec.input.name in scales and set(scales) <= tensors
+
+
 def test_spec_hashes_match_the_files(spec):
     for model_file in spec.files.values():
         assert sha256_file(model_file.path) == model_file.sha256

@@ -63,6 +63,22 @@ def test_gpu_available_is_false_when_tensorrt_imports_but_no_cuda_driver(install
     assert gpu_available() is False
 
 
+def test_auto_picks_tensorrt_when_it_imports_and_a_gpu_answers_else_onnxruntime(installed_fake_trt, monkeypatch):
+    # FAKE: tensorrt is the fake 8.2.1 module; the CUDA driver query answers as a Jetson Nano's would
+    from firedetd.inference import choose_backend
+
+    nano = trt_backend.DeviceInfo("NVIDIA Tegra X1", "5.3")
+    monkeypatch.setattr(trt_backend, "cuda_device_info", lambda index=0: nano)
+    assert choose_backend(ModelConfig(engine="auto")) == "tensorrt"
+    assert choose_backend(ModelConfig(engine="onnxruntime")) == "onnxruntime"
+
+    def no_driver(index=0):
+        raise EngineError("no CUDA driver")
+
+    monkeypatch.setattr(trt_backend, "cuda_device_info", no_driver)
+    assert choose_backend(ModelConfig(engine="auto")) == "onnxruntime"
+
+
 def test_missing_tensorrt_error_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     with pytest.raises(EngineError, match="python3-libnvinfer") as raised:
@@ -276,6 +292,46 @@ def test_real_tensorrt_fp16_engine_agrees_with_onnxruntime(real_tensorrt, tmp_pa
                                        rtol=2e-2, atol=2e-2)   # FP16 arithmetic
     finally:
         engine.close()
+
+
+@pytest.mark.tensorrt
+def test_real_tensorrt_fp16_plan_of_the_shipped_model_agrees_with_onnxruntime_on_real_images(real_tensorrt,
+                                                                                           tmp_path):
+    """The tolerance docs/jetson.md states: FP16 probabilities within 0.02 of FP32 ONNX Runtime's, same class."""
+    import onnxruntime
+
+    from firedetd.inference.preprocess import Preprocessor, to_probabilities
+    from firedetd.modelspec import load_spec
+
+    shipped = load_spec(os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                                     "engines", "firedetd.json"))
+    size = (shipped.input.width, shipped.input.height)
+    batch = Preprocessor(shipped.input)(real_test_images(per_class=8, size=size))
+    engine = TensorRTEngine(shipped, model_config("fp16", 8), str(tmp_path / "state"))
+    try:
+        got = to_probabilities(engine.infer(batch), shipped.output.kind)
+    finally:
+        engine.close()
+    reference = onnxruntime.InferenceSession(shipped.onnx_path, providers=["CPUExecutionProvider"])
+    expected = to_probabilities(reference.run(None, {shipped.input.name: batch})[0], shipped.output.kind)
+    assert np.abs(got - expected).max() <= 0.02
+    assert (got.argmax(1) == expected.argmax(1)).all()
+
+
+def real_test_images(per_class, size):
+    """RGB test-split images of ../shared/data/fire-smoke, `per_class` of each class, stretched to `size`."""
+    import cv2
+
+    root = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
+        __file__))))), "shared", "data", "fire-smoke", "test")
+    if not os.path.isdir(root):
+        pytest.skip("../shared/data is not beside this checkout")
+    images = []
+    for label in ("fire", "smoke", "none"):
+        for name in sorted(os.listdir(os.path.join(root, label)))[:per_class]:
+            image = cv2.imread(os.path.join(root, label, name))
+            images.append(cv2.cvtColor(cv2.resize(image, size, interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB))
+    return images
 
 
 @pytest.mark.gpu
