@@ -82,7 +82,17 @@ def add_federate_subcommands(sub) -> None:
     server.add_argument("--lr", type=float, default=1e-3, help="clients' learning rate")
     server.add_argument("--proximal-mu", type=float, default=0.0, help="> 0: FedProx with this proximal factor")
     server.add_argument("--out", type=Path, default=None, help="write the per-round record (JSON) here")
+    server.add_argument("--save-head", type=Path, default=None,
+                        help="write the head of the best round (federated validation accuracy) here (.npz)")
     server.set_defaults(func=run_federate_server)
+    apply = roles.add_parser("apply", help="put a federated head on the backbone: a checkpoint for `firedetd export`")
+    apply.add_argument("--head", type=Path, required=True, help="the .npz `server --save-head` wrote")
+    apply.add_argument("--out", type=Path, required=True, help="the checkpoint to write (for `firedetd export OUT`)")
+    apply.add_argument("--backbone", default="mobilenetv2", choices=("mobilenetv2", "mobilenetv1", "edgetpu"))
+    apply.add_argument("--checkpoint", type=Path, default=None,
+                       help="the clients' starting checkpoint (default: ImageNet weights, as the clients')")
+    apply.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
+    apply.set_defaults(func=run_federate_apply)
     for name, helptext in (("client", "run one client: features of its own images, then the server's rounds"),
                            ("simulate", "run a server and K clients on 127.0.0.1, then a centralised baseline")):
         p = roles.add_parser(name, help=helptext)
@@ -152,9 +162,18 @@ def run_federate_server(args) -> int:
     from .federated import run_server
 
     result = run_server(args.address, args.rounds, args.clients, args.local_epochs, args.lr, args.out,
-                        args.proximal_mu)
+                        args.proximal_mu, args.save_head)
     last = result["rounds"][-1] if result["rounds"] else {}
     print(f"federated: {len(result['rounds'])} rounds, test accuracy {last.get('test_accuracy', float('nan')):.4f}")
+    return 0
+
+
+def run_federate_apply(args) -> int:
+    from .federated import apply_head
+
+    info = apply_head(args.head, args.backbone, args.weights, args.checkpoint, args.out)
+    print(f"{args.out}: {info['backbone']} ({info['start']}) with the head of round {info['round']} "
+          f"(federated val accuracy {info['val_accuracy']:.4f}); ship it with `firedetd export {args.out}`")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Federated fine-tuning of the classifier head with Flower (FedAvg): `firedetd federate server|client|simulate`.
+"""Federated fine-tuning of the classifier head with Flower (FedAvg): `firedetd federate server|client|simulate`,
+and `apply` to put the federated head on the backbone as a checkpoint that `firedetd export` ships.
 
 Each client (a device, or a process standing in for one) keeps its images: it runs the frozen backbone over
 them once, caches the features on its own disk, and trains only the classifier head (a linear layer on the
@@ -348,6 +349,7 @@ def metered_fedavg(clients: int, local_epochs: int, lr: float, proximal_mu: floa
                              fit_metrics_aggregation_fn=mean_train_loss,
                              evaluate_metrics_aggregation_fn=lambda metrics: {}, **extra)
             self.rounds: dict[int, dict] = {}
+            self.heads: dict[int, list[np.ndarray]] = {}  # each round's aggregated head, for save_best_head
             self.head_shapes: list[tuple[int, ...]] | None = None
 
         def _round(self, server_round: int) -> dict:
@@ -384,6 +386,8 @@ def metered_fedavg(clients: int, local_epochs: int, lr: float, proximal_mu: floa
                 row["examples"] += res.num_examples
             parameters, metrics = super().aggregate_fit(server_round, accepted, failures)
             row["train_loss"] = metrics.get("train_loss")
+            if parameters is not None:
+                self.heads[server_round] = parameters_to_ndarrays(parameters)
             return parameters, metrics
 
         def aggregate_evaluate(self, server_round, results, failures):
@@ -451,9 +455,10 @@ def watch_image_opens() -> list[str]:
 
 
 def run_server(address: str, rounds: int, clients: int, local_epochs: int, lr: float, out: Path | None,
-               proximal_mu: float = 0.0) -> dict:
+               proximal_mu: float = 0.0, save_head: Path | None = None) -> dict:
     """Run the Flower server until `rounds` FedAvg rounds with all `clients` are done; write and return the
-    per-round record (bytes both ways, federated accuracy, client shapes, image files opened: none)."""
+    per-round record (bytes both ways, federated accuracy, client shapes, image files opened: none); with
+    `save_head`, write the aggregated head of the round with the best federated validation accuracy there."""
     flwr = import_flwr()
     opened = watch_image_opens()
     strategy = metered_fedavg(clients, local_epochs, lr, proximal_mu)
@@ -464,10 +469,50 @@ def run_server(address: str, rounds: int, clients: int, local_epochs: int, lr: f
               "head_shapes": [list(s) for s in strategy.head_shapes or []], "local_epochs": local_epochs, "lr": lr,
               "strategy": "FedProx" if proximal_mu > 0 else "FedAvg", "proximal_mu": proximal_mu,
               "seconds": round(time.time() - started, 1), "image_files_opened": list(opened)}
+    if save_head is not None:
+        result["saved_head"] = save_best_head(strategy.rounds, strategy.heads, save_head)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2))
     return result
+
+
+def save_best_head(rounds: dict[int, dict], heads: dict[int, list[np.ndarray]], path: Path) -> dict:
+    """Write the head of the round with the best federated validation accuracy (the earliest on a tie: the
+    head overfits the training features as rounds go on) as an .npz; return what was saved."""
+    scored = [r for r in sorted(rounds) if r in heads and rounds[r].get("val_accuracy") is not None]
+    if not scored:
+        raise FiredetdError("federation: no round was both aggregated and evaluated; no head to save")
+    best = max(scored, key=lambda r: (rounds[r]["val_accuracy"], -r))
+    weight, bias = heads[best]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:  # np.savez on a path would append .npz to a name without it
+        np.savez(f, weight=weight, bias=bias, round=best, val_accuracy=rounds[best]["val_accuracy"],
+                 test_accuracy=rounds[best]["test_accuracy"])
+    return {"path": str(path), "round": best, "val_accuracy": rounds[best]["val_accuracy"],
+            "test_accuracy": rounds[best]["test_accuracy"]}
+
+
+def apply_head(head_path: Path, backbone: str, weights: Path, checkpoint: Path | None, out: Path) -> dict:
+    """A deployable checkpoint: the clients' backbone (`checkpoint`, or ImageNet `weights`) with the federated head;
+    `firedetd export OUT` turns it into engines/ (ONNX, INT8, spec). Returns what went in."""
+    from .export import load_checkpoint
+    from .models import build_classifier
+
+    saved = np.load(head_path)
+    model = load_checkpoint(checkpoint, backbone) if checkpoint else build_classifier(backbone, len(LABELS), weights)
+    expected = tuple(model.classifier.weight.shape)
+    if tuple(saved["weight"].shape) != expected or saved["bias"].shape != (expected[0],):
+        raise FiredetdError(f"{head_path}: a head of shapes {saved['weight'].shape}, {saved['bias'].shape} does not "
+                            f"fit {backbone}'s classifier {expected}: federated with another backbone?")
+    with torch.no_grad():
+        model.classifier.weight.copy_(torch.from_numpy(saved["weight"]))
+        model.classifier.bias.copy_(torch.from_numpy(saved["bias"]))
+    info = {"head": str(head_path), "round": int(saved["round"]), "val_accuracy": float(saved["val_accuracy"]),
+            "backbone": backbone, "start": str(checkpoint) if checkpoint else "ImageNet"}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": model.state_dict(), "federated": info}, out)
+    return info
 
 
 def start_flower_client(address: str, client) -> None:
@@ -559,7 +604,7 @@ def simulate(cfg: FederatedConfig, address: str, timeout_s: float = 3 * 3600) ->
     # the server gets no data path at all: it could not open an image if it tried
     server_args = ["server", "--address", address, "--clients", str(cfg.clients), "--rounds", str(cfg.rounds),
                    "--local-epochs", str(cfg.local_epochs), "--lr", str(cfg.lr), "--out", str(server_out),
-                   "--proximal-mu", str(cfg.proximal_mu)]
+                   "--proximal-mu", str(cfg.proximal_mu), "--save-head", str(cfg.work / "head.npz")]
     threads = max(1, cfg.threads // cfg.clients)
     procs: dict[str, subprocess.Popen] = {}
     started = time.time()

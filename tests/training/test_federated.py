@@ -129,6 +129,47 @@ def test_the_server_opens_no_image_and_receives_only_the_heads_arrays(tiny_feder
         assert row["bytes_to_clients"] == 4 * head_bytes and 3 * 1281 * 4 < head_bytes < 3 * 1281 * 4 + 512
 
 
+def test_the_saved_head_on_the_backbone_scores_the_test_images_as_the_federation_did(clean_torch_process,
+                                                                                    tiny_federation, tmp_path):
+    """The server keeps the best round's head; `federate apply` puts it on the backbone; that checkpoint, run on
+    the images themselves, gives exactly the confusion matrix the clients reported from their cached features."""
+    from firedetd.training.data import load_images
+    from firedetd.training.export import load_checkpoint
+    from firedetd.training.federated import apply_head, client_samples
+    from firedetd.training.train import clean_batch
+
+    cfg, result = tiny_federation
+    saved = result["federated"]["saved_head"]
+    rounds = {r["round"]: r for r in result["federated"]["rounds"]}
+    assert saved["val_accuracy"] == max(r["val_accuracy"] for r in rounds.values())
+    info = apply_head(cfg.work / "head.npz", "mobilenetv2", cfg.weights, None, tmp_path / "federated.pt")
+    assert info["round"] == saved["round"]
+
+    model = load_checkpoint(tmp_path / "federated.pt", "mobilenetv2")
+    samples = [s for i in range(cfg.clients) for s in client_samples(cfg, i)["test"]]
+    with torch.no_grad():
+        predicted = model(clean_batch(load_images(samples, progress=False), cfg.size)).argmax(1).numpy()
+    confusion = np.zeros((3, 3), dtype=int)
+    for sample, guess in zip(samples, predicted):
+        confusion[sample.label, guess] += 1
+    assert confusion.tolist() == rounds[saved["round"]]["test_confusion"]
+
+
+def test_applying_a_head_of_another_backbone_is_refused_by_name(tmp_path):
+    from firedetd.errors import FiredetdError
+    from firedetd.training.federated import apply_head
+
+    if not os.path.isdir(os.path.join(SHARED, "weights")):
+        pytest.skip("../shared/weights is not beside this checkout")
+    head = tmp_path / "head.npz"
+    np.savez(str(head), weight=np.zeros((3, 1024), np.float32), bias=np.zeros(3, np.float32), round=1,
+             val_accuracy=0.5, test_accuracy=0.5)
+    from pathlib import Path
+
+    with pytest.raises(FiredetdError, match="does not fit mobilenetv2's classifier"):
+        apply_head(head, "mobilenetv2", Path(SHARED) / "weights", None, tmp_path / "out.pt")
+
+
 def test_a_client_that_fails_stops_the_simulation_instead_of_leaving_the_server_waiting(tmp_path):
     from firedetd.errors import FiredetdError
     from firedetd.training.federated import free_port
