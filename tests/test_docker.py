@@ -77,3 +77,17 @@ def test_the_image_runs_the_daemon_as_the_readme_does(dockerfile):
     found = dict((name, args) for name, args in instructions(dockerfile))
     assert found["ENTRYPOINT"] == '["firedetd"]' and found["CMD"].startswith('["run"')
     assert found["USER"] == "10001" and "STATE_DIRECTORY=/var/lib/firedetd" in found["ENV"]
+
+
+@pytest.mark.parametrize("compose", ["docker/compose.yaml", "docker/compose.monitoring.yaml"])
+def test_compose_builds_an_image_here_keeps_state_and_publishes_on_loopback_only(compose):
+    import yaml
+
+    with open(os.path.join(REPO, compose)) as f:
+        services = yaml.safe_load(f)["services"]
+    daemon = services["firedetd"]
+    context = os.path.normpath(os.path.join(REPO, os.path.dirname(compose), daemon["build"]["context"]))
+    assert context == REPO and os.path.isfile(os.path.join(context, daemon["build"]["dockerfile"]))
+    assert any(v.endswith(":/var/lib/firedetd") for v in daemon["volumes"])  # the Dockerfile's STATE_DIRECTORY
+    ports = [p for service in services.values() for p in service.get("ports", [])]
+    assert ports and all(p.startswith("127.0.0.1:") for p in ports)

@@ -56,7 +56,7 @@ def add_subcommands(sub) -> None:
     study.add_argument("--work", type=Path, default=Path("runs/study"))
     study.add_argument("--shipped-run", type=Path, default=Path("runs/ship-v2-full"),
                        help="the training run whose best.pt was exported to engines/")
-    study.add_argument("--parts", default="shipped,backbones,lr,compression,latency")
+    study.add_argument("--parts", default="shipped,backbones,lr,compression,latency,errors,thresholds")
     study.add_argument("--engines", type=Path, default=DEFAULT_ENGINES, help="the shipped model, timed with the rest")
     study.set_defaults(func=run_study)
 

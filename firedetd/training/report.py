@@ -132,6 +132,62 @@ def precision_recall(run: dict) -> str:
                       for label in LABELS)
 
 
+ORIGINS = {"dq": "DeepQuestAI fire/smoke web thumbnails", "sj": "supperjoy photos (fire, smoke, both, none)",
+           "afm": "HPWREN lookout cameras: distant wildfire plumes", "sun": "SUN database scenes",
+           "sunsky": "SUN database skies", "web": "weather photos (sunrise, cloudy, rain, shine)",
+           "dawn": "DAWN fog, haze and mist road photos"}
+
+
+def error_section(errors: dict) -> list[str]:
+    """Accuracy of the shipped model by image source, and every test error (`firedetd study --parts errors`)."""
+    lines = ["## Where the shipped model errs", "",
+             f"`firedetd study --parts errors`: the shipped FP32 model on the {errors['count']} test images, by "
+             "source (the file-name prefix), then each error. Sources differ far more than classes do; the "
+             "camera-like sources are the ones to watch.", "",
+             "| source | classes | images | accuracy |", "|---|---|---|---|"]
+    for origin, row in errors["by_origin"].items():
+        lines.append(f"| `{origin}_`: {ORIGINS.get(origin, origin)} | {', '.join(row['classes'])} | {row['images']} | "
+                     f"{pct(row['correct'] / row['images'])} |")
+    lines += ["", "| image | true | predicted | fire / smoke / none |", "|---|---|---|---|"]
+    for e in errors["errors"]:
+        lines.append(f"| `{e['file']}` | {e['true']} | {e['predicted']} | "
+                     f"{' / '.join(f'{p:.2f}' for p in e['probabilities'])} |")
+    lines += ["", ERROR_FINDINGS, ""]
+    return lines
+
+
+def threshold_section(sweep: dict) -> list[str]:
+    """The grid the shipped detection settings were chosen from (`firedetd study --parts thresholds`)."""
+    shipped = sweep["shipped"]
+    lines = ["## Detection thresholds", "",
+             "`firedetd study --parts thresholds` runs `firedetd eval` (the daemon's pipeline and postprocessor) "
+             "over both labelled videos for each `on` threshold and `raise_frames` on a grid, smoothing "
+             f"α {shipped['smoothing_alpha']} and `off` {shipped['off']} as shipped, smoke needing one frame more "
+             "than fire; and counts the `none` test images whose fire or smoke probability reaches `on` (a single "
+             "frame, no smoothing: the worst case). Times are first alert (any kind) / alert of the event's "
+             "own kind, from the event's start.", "",
+             "| on | raise frames (fire / smoke) | synthetic: fire at 8 s | synthetic: smoke at 24 s | "
+             "house fire from 0 s | false alerts (both videos) | `none` test images at or above `on` |",
+             "|---|---|---|---|---|---|---|"]
+    for row in sweep["rows"]:
+        synthetic = {e["label"]: e for e in row["videos"]["synthetic"]["events"]}
+        house = row["videos"]["house"]["events"][0]
+        false = sum(v["false_alerts"] for v in row["videos"].values())
+        mark = "**" if (row["on"], row["raise_frames"]) == (shipped["on"], shipped["raise_frames"]) else ""
+        lines.append(f"| {mark}{row['on']:g}{mark} | {mark}{row['raise_frames']} / {row['smoke_raise_frames']}{mark} | "
+                     f"{_tta(synthetic.get('fire'))} | {_tta(synthetic.get('smoke'))} | {_tta(house)} | {false} | "
+                     f"{pct(row['none_images_alarmed'])} |")
+    lines += ["", THRESHOLD_CHOICE, ""]
+    return lines
+
+
+def _tta(event: dict | None) -> str:
+    if not event:
+        return "—"
+    first, own = event["time_to_any_alert_s"], event["time_to_alert_s"]
+    return f"{'missed' if first is None else f'{first:.2f}'} / {'—' if own is None else f'{own:.2f}'} s"
+
+
 def latency_note(latency: dict | None) -> str:
     if not latency:
         return "not measured yet (`firedetd study --parts latency`)."
@@ -268,6 +324,10 @@ def write_report(results: Path, output: Path, engines: Path) -> Path:
                      "first alert of any kind; the alert of its own kind is shown beside it. The house fire "
                      "(small flames in windows, smoke over the roof) is called smoke at once and fire only when "
                      "the flames grow: see the model card's limits.", "", *video_table(runs), ""]
+    if "errors" in runs:
+        sections += error_section(runs["errors"])
+    if "thresholds" in runs:
+        sections += threshold_section(runs["thresholds"])
     federated = {name: r for name, r in runs.items() if r.get("group") == "federated"}
     if federated:
         from .federated_report import federated_section
@@ -312,6 +372,11 @@ is FP16 (Maxwell has no INT8); INT8 serves CPUs and newer Jetsons (Xavier, Orin)
   zeroed the small channels: 49 % on 150 validation images at 32 clusters before fine-tuning, 70.9 % test
   accuracy after it; with the scale, 95.3 % before fine-tuning), then 2 epochs of cluster-preserving
   fine-tuning (lr 2e-5). The file stays float32; it pays when zipped, as an OTA update would move it."""
+
+ERROR_FINDINGS = """(findings: filled in after the run)"""
+
+THRESHOLD_CHOICE = """The shipped row is in bold. (Both videos draw on the test split's images or on a scene no run
+trained on, but choosing settings on them means they are no longer an unseen check: the model card says so.)"""
 
 LR_FINDINGS = """As in the original study, the learning rate decides more than the backbone. A linear head on
 frozen features tolerates a wide range (1e-5 to 1e-3 within a point and a half; 0.1 loses six points, the

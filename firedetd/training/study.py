@@ -5,7 +5,8 @@ for every backbone in ../shared/weights, head-only transfer learning vs full fin
 from scratch on the same schedule; a learning-rate sweep (1e-5 ... 1e-1) on the chosen backbone for
 both head-only and full fine-tuning; then compression of the shipped model (FP16, INT8, channel
 pruning at two ratios, weight clustering at 16 and 32 clusters) with accuracy, size, zipped size and
-CPU latency measured side by side in one process. Each finished run writes
+CPU latency measured side by side in one process; and the detection thresholds' grid over the labelled videos
+(`--parts thresholds`). Each finished run writes
 docs/model-report/results/<name>.json; a rerun skips what is done.
 """
 
@@ -231,6 +232,79 @@ class Study:
         (self.results / "compression.json").write_text(json.dumps({"rows": rows}, indent=2))
 
 
+def analyse_errors(data: Path, engines: Path, results: Path, progress: bool = True) -> dict:
+    """The shipped model's test errors, by source (the file-name prefix: DeepQuestAI web thumbnails, Sharma's
+    camera-like photos, HPWREN lookout plumes, SUN scenes, DAWN fog...) and one by one. Writes results/errors.json.
+    Where it errs says more about the cameras it will meet than the overall accuracy does."""
+    from .ship import onnx_probabilities
+
+    spec = json.loads((engines / "firedetd.json").read_text())
+    samples = list_split(data, "test")
+    images, labels = split_images(data, "test", progress)
+    probs = onnx_probabilities(engines / spec["files"]["fp32"]["path"], images)
+    predicted = probs.argmax(1)
+    labels_named = spec["labels"]
+    by_origin: dict[str, dict] = {}
+    for sample, guess in zip(samples, predicted):
+        row = by_origin.setdefault(sample.origin, {"images": 0, "correct": 0, "classes": set()})
+        row["images"] += 1
+        row["correct"] += int(guess == sample.label)
+        row["classes"].add(labels_named[sample.label])
+    errors = [{"file": f"{labels_named[s.label]}/{s.path.name}", "origin": s.origin, "true": labels_named[s.label],
+               "predicted": labels_named[int(g)], "probabilities": [round(float(p), 3) for p in prob]}
+              for s, g, prob in zip(samples, predicted, probs) if g != s.label]
+    record = {"group": "errors", "count": len(samples), "errors": errors,
+              "by_origin": {o: {"images": r["images"], "correct": r["correct"], "classes": sorted(r["classes"])}
+                            for o, r in sorted(by_origin.items())}}
+    (results / "errors.json").write_text(json.dumps(record, indent=2))
+    return record
+
+
+THRESHOLD_GRID_ON = (0.5, 0.6, 0.7)
+THRESHOLD_GRID_RAISE = (2, 3, 5)  # fire's raise_frames; smoke's is one more, as shipped (smoke builds up slowly)
+
+
+def sweep_thresholds(videos: Path, engines: Path, data: Path, results: Path, progress: bool = True) -> dict:
+    """Run the daemon's real pipeline (`firedetd eval`) over the labelled videos for each (on, raise_frames) on a
+    small grid, α and off as shipped, and score `none` test images at each `on`: the table the shipped detection
+    settings were chosen from. Writes results/thresholds.json."""
+    from dataclasses import replace as dc_replace
+
+    from ..config import load_config
+    from ..evaluation import evaluate_video, read_truth
+
+    base = load_config(None)
+    spec = json.loads((engines / "firedetd.json").read_text())
+    onnx_path = engines / spec["files"]["fp32"]["path"]
+    test_images, test_labels = split_images(data, "test", progress)
+    clips = {"synthetic": (videos / "synthetic_fire_smoke_40s.mp4", videos / "synthetic_fire_smoke_40s.frames.csv"),
+             "house": (videos / "furg_house6.mp4", videos / "furg_house6.xml")}
+    rows = []
+    for on in THRESHOLD_GRID_ON:
+        at_on = evaluate_onnx(onnx_path, test_images, test_labels, {"fire": on, "smoke": on})
+        for raise_frames in THRESHOLD_GRID_RAISE:
+            fire = dc_replace(base.detection.fire, on=on, raise_frames=raise_frames)
+            smoke = dc_replace(base.detection.smoke, on=on, raise_frames=raise_frames + 1)
+            detection = dc_replace(base.detection, fire=fire, smoke=smoke)
+            config = dc_replace(base, detection=detection)
+            row = {"on": on, "raise_frames": raise_frames, "smoke_raise_frames": raise_frames + 1,
+                   "none_images_alarmed": round(at_on["none_false_alarm_rate"], 4), "videos": {}}
+            for name, (video, truth) in clips.items():
+                report = evaluate_video(config, str(video), read_truth(str(truth), None, 0), progress=False)
+                row["videos"][name] = {"events": report["events"], "false_alerts": len(report["false_alerts"])}
+            rows.append(row)
+            if progress:
+                print(f"   on {on}, raise {raise_frames}: " + "; ".join(
+                    f"{n} " + ", ".join(f"{e['label']} {e['time_to_any_alert_s']}/{e['time_to_alert_s']} s"
+                                        for e in v["events"]) + f", {v['false_alerts']} false"
+                    for n, v in row["videos"].items()), flush=True)
+    shipped = {"on": base.detection.fire.on, "raise_frames": base.detection.fire.raise_frames,
+               "smoothing_alpha": base.detection.smoothing_alpha, "off": base.detection.fire.off}
+    record = {"group": "thresholds", "shipped": shipped, "rows": rows}
+    (results / "thresholds.json").write_text(json.dumps(record, indent=2))
+    return record
+
+
 def _variant_note(name: str, params: dict) -> str:
     if name.startswith("pruned"):
         return f"{params[name]:,} parameters after pruning"
@@ -258,5 +332,9 @@ def run_study(data: Path, weights: Path, results: Path, work: Path, shipped_run:
         study.compress(shipped_run / "best.pt")
     if "latency" in parts:
         study.measure_backbone_latency(engines)
+    if "errors" in parts:
+        analyse_errors(data, engines, results, progress)
+    if "thresholds" in parts:
+        sweep_thresholds(data.parent / "video", engines, data, results, progress)
     print(f"study: results in {results}", flush=True)
 
