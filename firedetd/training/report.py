@@ -377,7 +377,8 @@ ERROR_FINDINGS = """What the errors are, looked at one by one (the images are no
 not shown): every error is on a web photo (`dq_`, `web_`); the other sources (lookout-camera plumes, the
 supperjoy photos, SUN scenes, fog and haze) have none, though some are few (12 `afm_` plumes). Ten of the 15
 errors are fire called smoke or smoke called fire, and those looked at show both in one picture: a burning
-field under a wall of smoke labelled fire and called smoke, a smoke photo with flames along its base called fire. The classes are exclusive, so such scenes can only be half right;
+field under a wall of smoke labelled fire and called smoke, a smoke photo with flames along its base called
+fire. The classes are exclusive, so such scenes can only be half right;
 the daemon alerts on either, and the first alert of any kind counts (videos, above). The rest: smoke seen as
 haze over a city and coloured (blue) smoke, called none, because fog and haze are taught as `none` and coloured
 smoke is rare; and one `none` sunrise with a sun disk in red mist called fire (0.57), the warm-glow false
