@@ -233,8 +233,8 @@ class Study:
 
 
 def analyse_errors(data: Path, engines: Path, results: Path, progress: bool = True) -> dict:
-    """The shipped model's test errors, by source (the file-name prefix: DeepQuestAI web thumbnails, Sharma's
-    camera-like photos, HPWREN lookout plumes, SUN scenes, DAWN fog...) and one by one. Writes results/errors.json.
+    """The shipped model's test errors, by source (the file-name prefix: DeepQuestAI web thumbnails, supperjoy
+    photos, HPWREN lookout plumes, SUN scenes, DAWN fog...) and one by one. Writes results/errors.json.
     Where it errs says more about the cameras it will meet than the overall accuracy does."""
     from .ship import onnx_probabilities
 
