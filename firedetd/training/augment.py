@@ -34,9 +34,21 @@ class AugmentConfig:
     p_haze: float = 0.2
     p_blur: float = 0.25
     p_noise: float = 0.25
-    p_lowres: float = 0.2
+    p_lowres: float = 0.1
     p_jpeg: float = 0.5
     jpeg_quality: tuple[int, int] = (20, 90)
+    # The source chain: every image, whatever its source size (100 px Intel, 227 px ILSVRC, 400 px photos),
+    # passes through the same bottleneck (downscale, JPEG, slight blur), so sharpness and size stop naming the
+    # source and so the class (data v5, SOURCE.md "known weaknesses").
+    p_source_chain: float = 0.7
+    source_chain_side: tuple[int, int] = (80, 224)
+    # Night and monochrome: ordinary scenes darkened (gamma, gain, sensor noise) or grey like an IR camera
+    # stay `none`; grey views of every class teach that colourless is not smoke.
+    p_night_none: float = 0.15
+    p_grey: float = 0.08
+    # A camera's worst pictures (black, uniform, white, colour bars, snow, out of focus) are `none`: the gate
+    # in the daemon catches most of them first, the model must not need it.
+    p_poor_signal_none: float = 0.04
 
 
 def resize_stretch(image: np.ndarray, size: int, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
@@ -151,17 +163,83 @@ def jpeg_roundtrip(image: np.ndarray, quality: int) -> np.ndarray:
     return cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1] if ok else image
 
 
+def source_chain(image: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
+    """Downscale to a random side, JPEG-encode, blur a little and scale back: the same bottleneck for every
+    source, so a 400 px photo looks no sharper than a 100 px thumbnail."""
+    h, w = image.shape[:2]
+    side = int(rng.integers(cfg.source_chain_side[0], cfg.source_chain_side[1] + 1))
+    small = cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA)
+    small = jpeg_roundtrip(small, int(rng.integers(35, 96)))
+    if rng.random() < 0.5:
+        small = cv2.GaussianBlur(small, (0, 0), rng.uniform(0.3, 0.9))
+    return cv2.resize(small, (w, h), interpolation=int(rng.choice(_INTERPOLATIONS[:2] + _INTERPOLATIONS[3:])))
+
+
+def darken_to_night(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """An ordinary scene at night or under-exposed: gamma and gain down, sensor noise up, sometimes grey (IR)."""
+    x = image.astype(np.float32) / 255.0
+    x = np.power(x, rng.uniform(1.2, 2.6)) * rng.uniform(0.08, 0.55)
+    out = x * 255.0 + rng.normal(0, rng.uniform(1, 10), image.shape)
+    if rng.random() < 0.4:
+        out = out.mean(axis=2, keepdims=True).repeat(3, axis=2)
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def to_grey(image: np.ndarray) -> np.ndarray:
+    """A monochrome (IR or night-mode) camera's view."""
+    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    return cv2.cvtColor(grey, cv2.COLOR_GRAY2RGB)
+
+
+_BAR_COLOURS = np.array([[192, 192, 192], [192, 192, 0], [0, 192, 192], [0, 192, 0], [192, 0, 192],
+                         [192, 0, 0], [0, 0, 192]], np.uint8)
+
+
+def poor_signal_image(rng: np.random.Generator, size: int, scene: np.ndarray | None = None) -> np.ndarray:
+    """One of a camera's non-pictures, all `none`: black, dark noise, uniform colour, white, colour bars,
+    snow, or a scene far out of focus."""
+    kind = int(rng.integers(7))
+    if kind == 0:
+        level = rng.uniform(0, 25)
+        out = np.full((size, size, 3), level) + rng.normal(0, rng.uniform(0, 6), (size, size, 3))
+    elif kind == 1:
+        out = np.full((size, size, 3), rng.uniform(0, 255, 3)) + rng.normal(0, rng.uniform(0, 4), (size, size, 3))
+    elif kind == 2:
+        out = np.full((size, size, 3), rng.uniform(225, 255))
+    elif kind == 3:
+        bars = _BAR_COLOURS[np.arange(size) * len(_BAR_COLOURS) // size]
+        out = np.broadcast_to(bars[None], (size, size, 3)).astype(np.float32) * rng.uniform(0.6, 1.3)
+    elif kind == 4:
+        grey = rng.uniform(0, 255, (size, size, 1))
+        out = grey.repeat(3, axis=2) if rng.random() < 0.7 else rng.uniform(0, 255, (size, size, 3))
+    elif kind == 5 and scene is not None:
+        out = cv2.GaussianBlur(cv2.resize(scene, (size, size)), (0, 0), rng.uniform(8, 25)).astype(np.float32)
+    else:
+        ramp = np.linspace(rng.uniform(0, 128), rng.uniform(0, 255), size)[None, :, None]
+        out = np.broadcast_to(ramp, (size, size, 3)) * rng.uniform(0.5, 1.0, 3)
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
 def augment(image: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig,
-            backgrounds: list[np.ndarray] | None = None) -> np.ndarray:
+            backgrounds: list[np.ndarray] | None = None, is_none: bool = False) -> np.ndarray:
     """One random camera-like view of `image` (RGB uint8) at cfg.size x cfg.size; `backgrounds` are scenes
-    without fire or smoke for zoom-out."""
+    without fire or smoke for zoom-out. `is_none`: the image shows neither, so views that would be wrong for
+    fire or smoke (night, poor signal) may be drawn."""
+    if is_none and rng.random() < cfg.p_poor_signal_none:
+        return poor_signal_image(rng, cfg.size, image)
     if rng.random() < cfg.p_zoom_out:
         out = zoom_out(image, rng, cfg, backgrounds)
     else:
         out = random_resized_crop(image, rng, cfg)
+    if rng.random() < cfg.p_source_chain:
+        out = source_chain(out, rng, cfg)
     if rng.random() < cfg.p_flip:
         out = out[:, ::-1]
     out = jitter_colour(out, rng, cfg)
+    if is_none and rng.random() < cfg.p_night_none:
+        out = darken_to_night(out, rng)
+    elif rng.random() < cfg.p_grey:
+        out = to_grey(out)
     if rng.random() < cfg.p_haze:
         out = add_haze(out, rng)
     if rng.random() < cfg.p_blur:

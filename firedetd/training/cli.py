@@ -38,6 +38,12 @@ def add_subcommands(sub) -> None:
     train.add_argument("--patience", type=int, default=5)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--max-per-class", type=int, default=0, help="use only N images per class (quick runs)")
+    train.add_argument("--source-power", type=float, default=0.5,
+                       help="inside a class, draw each source (file prefix) in proportion to its size ** this")
+    train.add_argument("--mining-epochs", default="5,9,12",
+                       help="before these epochs (1-based, comma-separated; '' for none) re-weight the training "
+                            "images by how wrong the model is on them")
+    train.add_argument("--mining-boost", type=float, default=4.0, help="hard examples drawn up to 1 + this as often")
     train.add_argument("--out", type=Path, default=Path("runs/train"))
     train.set_defaults(func=run_train)
 
@@ -127,8 +133,17 @@ def run_train(args) -> int:
     train(TrainConfig(data=args.data, out=args.out, weights=args.weights, backbone=args.backbone, mode=args.mode,
                       epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, size=args.size,
                       patience=args.patience, seed=args.seed, threads=args.threads,
-                      max_per_class=args.max_per_class, progress=args.progress))
+                      max_per_class=args.max_per_class, progress=args.progress, source_power=args.source_power,
+                      mining_epochs=parse_epochs(args.mining_epochs), mining_boost=args.mining_boost))
     return 0
+
+
+def parse_epochs(text: str) -> tuple[int, ...]:
+    """'5,9,12' -> (5, 9, 12); the empty string -> ()."""
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise SystemExit(f"firedetd: --mining-epochs {text!r}: expected comma-separated epoch numbers")
 
 
 def run_export(args) -> int:

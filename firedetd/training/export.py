@@ -24,10 +24,17 @@ INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 
 
-def load_checkpoint(path: Path, backbone: str) -> nn.Module:
+def load_checkpoint(path: Path, backbone: str, calibrated: bool = True) -> nn.Module:
+    """The checkpoint's model in eval mode; with `calibrated`, its fitted temperature folded into the head
+    (logits / T from the same single Linear layer: no extra node, no cost at run time)."""
     model = build_classifier(backbone, len(LABELS), None)
     state = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict(state.get("model", state))
+    temperature = float(state.get("temperature", 1.0)) if calibrated and "model" in state else 1.0
+    with torch.no_grad():
+        model.classifier.weight /= temperature
+        model.classifier.bias /= temperature
+    model.temperature = temperature
     return model.eval().to(memory_format=torch.contiguous_format)
 
 
@@ -100,8 +107,9 @@ def file_entry(path: Path, precision: str) -> dict:
 
 
 def write_spec(engines: Path, name: str, version: str, files: dict[str, dict], data_root: Path, metrics: dict,
-               recommended: dict, backbone: str, size: int = 224) -> Path:
-    """Write engines/firedetd.json: what every runtime reads instead of hard-coding anything."""
+               recommended: dict, backbone: str, size: int = 224, temperature: float = 1.0) -> Path:
+    """Write engines/firedetd.json: what every runtime reads instead of hard-coding anything. `temperature` is
+    recorded, not applied: it is already folded into the exported head."""
     spec = {
         "name": name,
         "version": version,
@@ -110,7 +118,7 @@ def write_spec(engines: Path, name: str, version: str, files: dict[str, dict], d
         "input": {"name": INPUT_NAME, "height": size, "width": size, "layout": "NCHW", "color": "RGB",
                   "scale": 1.0, "mean": [128.0, 128.0, 128.0], "std": [128.0, 128.0, 128.0],
                   "resize": "stretch", "dtype": "float32", "batch": "dynamic"},
-        "output": {"name": OUTPUT_NAME, "kind": "logits"},
+        "output": {"name": OUTPUT_NAME, "kind": "logits", "temperature": temperature},
         "opset": OPSET,
         "files": {role: file_entry(engines / Path(f["path"]).name, f.get("precision", role))
                   for role, f in files.items()},

@@ -135,7 +135,12 @@ def precision_recall(run: dict) -> str:
 ORIGINS = {"dq": "DeepQuestAI fire/smoke web thumbnails", "sj": "supperjoy photos (fire, smoke, both, none)",
            "afm": "HPWREN lookout cameras: distant wildfire plumes", "sun": "SUN database scenes",
            "sunsky": "SUN database skies", "web": "weather photos (sunrise, cloudy, rain, shine)",
-           "dawn": "DAWN fog, haze and mist road photos"}
+           "dawn": "DAWN fog, haze and mist road photos",
+           "inet": "ImageNet, one photo per class (objects, animals, scenes)",
+           "ilsvrc": "ILSVRC-2012 validation photos (objects, vehicles, buildings, food), 227 px squashed",
+           "intel": "Intel scenes (buildings, streets, forest, glacier, mountain, sea), 100 px",
+           "amos": "AMOS fixed webcams by day and night", "steam": "steam, vapour and water spray",
+           "lzdet": "building, vehicle and forest fires (news photos)"}
 
 
 def error_section(errors: dict) -> list[str]:
@@ -144,10 +149,14 @@ def error_section(errors: dict) -> list[str]:
              f"`firedetd study --parts errors`: the shipped FP32 model on the {errors['count']} test images, by "
              "source (the file-name prefix), then each error. Sources differ far more than classes do; the "
              "camera-like sources are the ones to watch.", "",
-             "| source | classes | images | accuracy |", "|---|---|---|---|"]
+             "| source | classes | images | accuracy | `none` called fire or smoke: argmax / at the thresholds |",
+             "|---|---|---|---|---|"]
     for origin, row in errors["by_origin"].items():
+        none = row.get("none", 0)
+        alarms = (f"{pct(row['none_alarm'] / none)} / {pct(row['none_alarm_at_thresholds'] / none)} "
+                  f"({row['none_alarm']} / {row['none_alarm_at_thresholds']} of {none})") if none else ""
         lines.append(f"| `{origin}_`: {ORIGINS.get(origin, origin)} | {', '.join(row['classes'])} | {row['images']} | "
-                     f"{pct(row['correct'] / row['images'])} |")
+                     f"{pct(row['correct'] / row['images'])} | {alarms} |")
     lines += ["", "| image | true | predicted | fire / smoke / none |", "|---|---|---|---|"]
     for e in errors["errors"]:
         lines.append(f"| `{e['file']}` | {e['true']} | {e['predicted']} | "

@@ -183,7 +183,7 @@ def ship_model(checkpoint: Path, backbone: str, engines: Path, data_root: Path, 
               f"(at thresholds {m_thr['none_false_alarm_rate']:.4f})", flush=True)
     files = {"fp32": {"path": fp32.name, "precision": "fp32"}, "int8": {"path": int8.name, "precision": "int8"}}
     spec_path = write_spec(engines, f"firedetd-{backbone}", version, files, data_root, metrics, recommended_detection(),
-                           backbone)
+                           backbone, temperature=round(getattr(model, "temperature", 1.0), 4))
     add_calibration_entry(spec_path, calib)
     (engines / "export-report.json").write_text(json.dumps({"checkpoint": str(checkpoint), **metrics}, indent=2))
     return metrics

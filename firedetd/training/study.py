@@ -244,18 +244,27 @@ def analyse_errors(data: Path, engines: Path, results: Path, progress: bool = Tr
     probs = onnx_probabilities(engines / spec["files"]["fp32"]["path"], images)
     predicted = probs.argmax(1)
     labels_named = spec["labels"]
+    none = labels_named.index("none")
+    on = {k: spec["recommended"][k]["on"] for k in ("fire", "smoke")}
+    alarmed = np.zeros(len(probs), bool)
+    for kind, threshold in on.items():
+        alarmed |= probs[:, labels_named.index(kind)] >= threshold
     by_origin: dict[str, dict] = {}
-    for sample, guess in zip(samples, predicted):
-        row = by_origin.setdefault(sample.origin, {"images": 0, "correct": 0, "classes": set()})
+    for sample, guess, alarm in zip(samples, predicted, alarmed):
+        row = by_origin.setdefault(sample.origin, {"images": 0, "correct": 0, "classes": set(), "none": 0,
+                                                   "none_alarm": 0, "none_alarm_at_thresholds": 0})
         row["images"] += 1
         row["correct"] += int(guess == sample.label)
         row["classes"].add(labels_named[sample.label])
+        if sample.label == none:
+            row["none"] += 1
+            row["none_alarm"] += int(guess != none)
+            row["none_alarm_at_thresholds"] += int(alarm)
     errors = [{"file": f"{labels_named[s.label]}/{s.path.name}", "origin": s.origin, "true": labels_named[s.label],
                "predicted": labels_named[int(g)], "probabilities": [round(float(p), 3) for p in prob]}
               for s, g, prob in zip(samples, predicted, probs) if g != s.label]
-    record = {"group": "errors", "count": len(samples), "errors": errors,
-              "by_origin": {o: {"images": r["images"], "correct": r["correct"], "classes": sorted(r["classes"])}
-                            for o, r in sorted(by_origin.items())}}
+    record = {"group": "errors", "count": len(samples), "errors": errors, "thresholds": on,
+              "by_origin": {o: dict(r, classes=sorted(r["classes"])) for o, r in sorted(by_origin.items())}}
     (results / "errors.json").write_text(json.dumps(record, indent=2))
     return record
 

@@ -46,6 +46,13 @@ class TrainConfig:
     head_views: int = 4              # augmented views cached per image for head-only training
     rare_weight: float = 4.0         # oversampling of rare hard cases (distant plumes: afm_ prefix)
     rare_origins: tuple[str, ...] = ("afm",)
+    # within a class, a source is drawn in proportion to (its image count) ** source_power: 1 = as the folder
+    # holds them, 0 = every source alike; 0.5 lifts small sources without repeating their few images endlessly
+    source_power: float = 0.5
+    # hard-example mining: before these epochs (1-based) the model scores every training image (clean view) and
+    # the ones it gets wrong, `none` called fire or smoke first of all, are drawn up to 1 + mining_boost as often
+    mining_epochs: tuple[int, ...] = ()
+    mining_boost: float = 4.0
     max_per_class: int = 0           # 0 = all; small numbers make quick tests
     feature_cache: Path | None = None  # head mode: reuse the frozen backbone's features across runs (LR sweep)
     progress: bool = True
@@ -77,10 +84,33 @@ def none_images(samples: list[Sample], images: list[np.ndarray]) -> list[np.ndar
 
 
 def sampling_weights(samples: list[Sample], cfg: TrainConfig) -> np.ndarray:
-    """Class-balanced sampling, with rare hard cases (distant plumes) drawn more often."""
-    counts = np.bincount([s.label for s in samples], minlength=len(LABELS)).astype(np.float64)
-    weights = np.array([1.0 / counts[s.label] for s in samples])
+    """Class- and source-balanced sampling: each class drawn equally often; inside a class each source (file-name
+    prefix) in proportion to its size ** source_power; rare hard cases (distant plumes) more often still."""
+    groups: dict[tuple[int, str], int] = {}
+    for s in samples:
+        groups[(s.label, s.origin)] = groups.get((s.label, s.origin), 0) + 1
+    class_mass: dict[int, float] = {}
+    for (label, _), n in groups.items():
+        class_mass[label] = class_mass.get(label, 0.0) + n ** cfg.source_power
+    weights = np.array([groups[(s.label, s.origin)] ** cfg.source_power / groups[(s.label, s.origin)]
+                        / class_mass[s.label] for s in samples])
     weights *= np.array([cfg.rare_weight if s.origin in cfg.rare_origins else 1.0 for s in samples])
+    return weights / weights.sum()
+
+
+def hardness(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """How wrong the model is on each image, 0..1: for `none` the probability it gives fire or smoke, for fire and
+    smoke the probability it gives anything else."""
+    return 1.0 - probs[np.arange(len(labels)), labels]
+
+
+def mined_weights(base: np.ndarray, probs: np.ndarray, labels: np.ndarray, boost: float) -> np.ndarray:
+    """Sampling weights with the hard examples drawn up to (1 + boost) times as often; a false alarm on `none`
+    counts double, because it is the error a site pays for every day."""
+    hard = hardness(probs, labels)
+    none = LABELS.index("none")
+    factor = 1.0 + boost * np.clip(np.where(labels == none, 2.0 * hard, hard), 0.0, 1.0)
+    weights = base * factor
     return weights / weights.sum()
 
 
@@ -95,8 +125,10 @@ def clean_batch(images: list[np.ndarray], size: int) -> torch.Tensor:
 
 
 def augmented_batch(images: list[np.ndarray], rng: np.random.Generator, cfg: TrainConfig,
-                    backgrounds: list[np.ndarray] | None = None) -> torch.Tensor:
-    batch = np.stack([A.augment(im, rng, cfg.augment, backgrounds) for im in images])
+                    backgrounds: list[np.ndarray] | None = None, labels: np.ndarray | None = None) -> torch.Tensor:
+    none = LABELS.index("none")
+    is_none = [False] * len(images) if labels is None else [int(label) == none for label in labels]
+    batch = np.stack([A.augment(im, rng, cfg.augment, backgrounds, flag) for im, flag in zip(images, is_none)])
     return torch.from_numpy(A.to_input(batch)).to(memory_format=FAST_FORMAT)
 
 
@@ -129,7 +161,7 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 
 class EarlyStopper:
-    """Track the best epoch by (val accuracy, -val loss); say when `patience` epochs brought nothing."""
+    """Track the best epoch by (val score, -val loss); say when `patience` epochs brought nothing."""
 
     def __init__(self, patience: int):
         self.patience = patience
@@ -137,8 +169,8 @@ class EarlyStopper:
         self.best_epoch = -1
         self.bad_epochs = 0
 
-    def update(self, epoch: int, accuracy: float, loss: float) -> bool:
-        key = (accuracy, -loss)
+    def update(self, epoch: int, score: float, loss: float) -> bool:
+        key = (score, -loss)
         if self.best is None or key > self.best:
             self.best, self.best_epoch, self.bad_epochs = key, epoch, 0
             return True
@@ -177,21 +209,46 @@ def train(cfg: TrainConfig) -> dict:
         history = fit_head_on_cached_features(model, train_samples, train_images, val_images, val_labels, cfg)
     else:
         history = fit_network(model, train_samples, train_images, val_images, val_labels, cfg)
-    model.load_state_dict(torch.load(cfg.out / "best.pt", weights_only=True)["model"])
-    val = metrics_from_logits(predict_logits(model, val_images, cfg.size, progress=cfg.progress), val_labels)
+    best = torch.load(cfg.out / "best.pt", weights_only=True)
+    model.load_state_dict(best["model"])
+    val_logits = predict_logits(model, val_images, cfg.size, progress=cfg.progress)
+    val = metrics_from_logits(val_logits, val_labels)
+    temperature = fit_temperature(val_logits, val_labels)
+    torch.save({**best, "temperature": temperature}, cfg.out / "best.pt")
     result = {
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
         "parameters": count_parameters(model),
         "train_seconds": round(time.time() - started, 1),
         "epochs_run": len(history),
-        "best_epoch": max(range(len(history)), key=lambda i: (history[i]["val_accuracy"], -history[i]["val_loss"])),
+        "best_epoch": max(range(len(history)), key=lambda i: (history[i].get("val_score", history[i]["val_accuracy"]),
+                                                              -history[i]["val_loss"])),
+        "temperature": round(temperature, 4),
+        "val_nll_calibrated": round(float(nn.functional.cross_entropy(
+            torch.from_numpy(val_logits / temperature), torch.from_numpy(val_labels))), 5),
         "val": val,
+        "val_none_false_alarm_by_source": none_false_alarms_by_source(val_samples, val_logits),
         "history": history,
     }
     (cfg.out / "result.json").write_text(json.dumps(result, indent=2))
     print(f"{cfg.backbone}/{cfg.mode} lr={cfg.lr:g}: val accuracy {val['accuracy']:.4f}, "
-          f"none false alarms {val['none_false_alarm_rate']:.4f}, {result['train_seconds']:.0f} s", flush=True)
+          f"none false alarms {val['none_false_alarm_rate']:.4f}, temperature {temperature:.3f}, "
+          f"{result['train_seconds']:.0f} s", flush=True)
     return result
+
+
+def none_false_alarms_by_source(samples: list[Sample], logits: np.ndarray) -> dict[str, dict]:
+    """For each source of `none` images: how many, and the share called fire or smoke at argmax."""
+    none = LABELS.index("none")
+    out: dict[str, dict] = {}
+    for s, predicted in zip(samples, logits.argmax(axis=1)):
+        if s.label != none:
+            continue
+        row = out.setdefault(s.origin, {"count": 0, "false_alarms": 0})
+        row["count"] += 1
+        row["false_alarms"] += int(predicted != none)
+    for row in out.values():
+        row["rate"] = round(row["false_alarms"] / row["count"], 4)
+    return out
 
 
 def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int) -> None:
@@ -202,7 +259,8 @@ def fit_network(model: nn.Module, samples: list[Sample], images: list[np.ndarray
                 val_labels: np.ndarray, cfg: TrainConfig) -> list[dict]:
     """Train every layer (full fine-tune with BatchNorm statistics frozen, or from scratch)."""
     rng = np.random.default_rng(cfg.seed)
-    weights = sampling_weights(samples, cfg)
+    base_weights = sampling_weights(samples, cfg)
+    weights = base_weights
     labels = np.array([s.label for s in samples])
     backgrounds = none_images(samples, images)
     optimizer = make_optimizer(model, cfg)
@@ -214,6 +272,8 @@ def fit_network(model: nn.Module, samples: list[Sample], images: list[np.ndarray
     stopper = EarlyStopper(cfg.patience)
     history: list[dict] = []
     for epoch in range(cfg.epochs):
+        if epoch + 1 in cfg.mining_epochs:
+            weights = mine_hard_examples(model, samples, images, labels, base_weights, cfg)
         model.train()
         if cfg.mode == "full":
             freeze_batchnorm(model)
@@ -223,7 +283,7 @@ def fit_network(model: nn.Module, samples: list[Sample], images: list[np.ndarray
                    leave=False)
         for step in bar:
             idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-            x = augmented_batch([images[i] for i in idx], rng, cfg, backgrounds)
+            x = augmented_batch([images[i] for i in idx], rng, cfg, backgrounds, labels[idx])
             y = torch.from_numpy(labels[idx])
             loss = loss_fn(model(x), y)
             optimizer.zero_grad(set_to_none=True)
@@ -237,9 +297,50 @@ def fit_network(model: nn.Module, samples: list[Sample], images: list[np.ndarray
         history.append(finish_epoch(model, optimizer, epoch, running / seen, val_logits, val_labels, cfg, stopper,
                                     history))
         if stopper.should_stop:
-            print(f"early stop after epoch {epoch + 1}: no better val accuracy for {cfg.patience} epochs", flush=True)
+            print(f"early stop after epoch {epoch + 1}: no better val score for {cfg.patience} epochs", flush=True)
             break
     return history
+
+
+def mine_hard_examples(model: nn.Module, samples: list[Sample], images: list[np.ndarray], labels: np.ndarray,
+                       base_weights: np.ndarray, cfg: TrainConfig) -> np.ndarray:
+    """Score every training image with the current model; return sampling weights that favour its mistakes."""
+    probs = softmax(predict_logits(model, images, cfg.size, progress=cfg.progress, desc="mining"))
+    weights = mined_weights(base_weights, probs, labels, cfg.mining_boost)
+    wrong = probs.argmax(axis=1) != labels
+    none = LABELS.index("none")
+    by_source: dict[str, int] = {}
+    for s, miss in zip(samples, wrong):
+        if miss:
+            by_source[f"{LABELS[s.label]}/{s.origin}"] = by_source.get(f"{LABELS[s.label]}/{s.origin}", 0) + 1
+    print(f"mining: {int(wrong.sum())} of {len(labels)} training images wrong "
+          f"({int((wrong & (labels == none)).sum())} none called fire or smoke): "
+          + ", ".join(f"{k} {v}" for k, v in sorted(by_source.items(), key=lambda kv: -kv[1])[:8]), flush=True)
+    return weights
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The temperature T that minimises the negative log-likelihood of softmax(logits / T) (Guo et al. 2017):
+    label smoothing and class weighting leave probabilities too soft or too sharp; one scalar fixes that
+    without changing any argmax."""
+    x = torch.from_numpy(logits.astype(np.float64))
+    y = torch.from_numpy(labels.astype(np.int64))
+
+    def nll(t: float) -> float:
+        return float(nn.functional.cross_entropy(x / t, y))
+
+    grid = np.exp(np.linspace(np.log(0.2), np.log(5.0), 161))
+    best = min(grid, key=nll)
+    step = grid[1] / grid[0]
+    fine = np.exp(np.linspace(np.log(best / step), np.log(best * step), 41))
+    return float(min(fine, key=nll))
+
+
+def selection_score(metrics: dict) -> float:
+    """What picks the best epoch: mean per-class recall, less the share of `none` called fire or smoke (a false
+    alarm costs a site more than a point of accuracy)."""
+    recalls = [v["recall"] for v in metrics["per_class"].values()]
+    return float(np.mean(recalls)) - metrics["none_false_alarm_rate"]
 
 
 def finish_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int, train_loss: float,
@@ -248,11 +349,12 @@ def finish_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int,
     """Score the epoch on val, checkpoint it, print and record one history row."""
     val = metrics_from_logits(val_logits, val_labels)
     save_checkpoint(cfg.out / "last.pt", model, optimizer, epoch)
-    improved = stopper.update(epoch, val["accuracy"], val["loss"])
+    improved = stopper.update(epoch, selection_score(val), val["loss"])
     if improved:
         save_checkpoint(cfg.out / "best.pt", model, optimizer, epoch)
     row = {"epoch": epoch + 1, "train_loss": round(train_loss, 5), "val_loss": round(val["loss"], 5),
-           "val_accuracy": round(val["accuracy"], 5), "val_none_false_alarm": round(val["none_false_alarm_rate"], 5)}
+           "val_accuracy": round(val["accuracy"], 5), "val_none_false_alarm": round(val["none_false_alarm_rate"], 5),
+           "val_score": round(selection_score(val), 5)}
     print(f"epoch {row['epoch']}: train loss {row['train_loss']:.4f}  val loss {row['val_loss']:.4f}  "
           f"val acc {row['val_accuracy']:.4f}  none->alarm {row['val_none_false_alarm']:.4f}"
           + ("  *" if improved else ""),
