@@ -92,6 +92,7 @@ def cmd_run(args):
     limit_malloc_arenas()  # first, before any thread: a process-wide allocator setting
 
     config = config_from_args(args)
+    preflight(config, sinks=False)   # the pipeline builds the sinks itself, and says the same
     setup_logging(config.log_level, args.debug)
     daemon = Daemon(config, args.config, Limits(args.max_frames, args.duration),
                     notifier=Notifier.from_environ(os.environ), reload_config=lambda: config_from_args(args))
@@ -104,13 +105,31 @@ def cmd_check_config(args):
 
     config = config_from_args(args)
     spec = load_spec(config.model.spec)
-    verify_model_file(spec.files.get(config.model.variant) or spec.files["fp32"])
+    if config.model.variant not in spec.files:
+        raise ConfigError("model.variant: %r is not in %s (has %s)" % (config.model.variant, spec.spec_path,
+                                                                      ", ".join(sorted(spec.files))))
+    verify_model_file(spec.files[config.model.variant])
+    preflight(config)
     loaded = _load_model_on_cpu(spec, config.model)
     print("%s: ok: %d camera(s) (%s), model %s %s%s, %d webhook(s)%s" % (
         args.config or "(defaults)", len(config.active_cameras), ", ".join(c.name for c in config.active_cameras),
         spec.name, spec.version, " (inputs, outputs and labels match the spec)" if loaded else "",
         len(config.alerts.webhooks), ", mqtt" if config.alerts.mqtt else ""))
     return 0
+
+
+def preflight(config, sinks=True):
+    """What `run` checks at start that needs no camera: the video files, the state directory, the sinks' secrets."""
+    from .alerts import create_sinks
+    from .statedir import check_state_dir
+
+    for i, camera in enumerate(config.cameras):
+        if camera.enabled:
+            camera.source.check_file_exists("cameras[%d].source" % i)
+    check_state_dir(config.state_dir)
+    if sinks:
+        for sink in create_sinks(config):   # reads every secret and password variable, as run does
+            sink.close()
 
 
 def _load_model_on_cpu(spec, model_config):
@@ -170,7 +189,8 @@ def build_parser():
 
     run = sub.add_parser("run", help="run the daemon")
     add_config_arguments(run)
-    run.add_argument("--max-frames", type=int, default=0, metavar="N", help="stop after N decided frames")
+    run.add_argument("--max-frames", type=int, default=0, metavar="N",
+                     help="stop after N frames (decided, or found unusable by the signal gate)")
     run.add_argument("--duration", type=float, default=0.0, metavar="SECONDS", help="stop after this long")
     run.set_defaults(func=cmd_run)
 
@@ -253,7 +273,11 @@ def main(argv=None):
     except FiredetdError as e:
         if args.debug:
             log.exception("failed")
-        sys.stderr.write("firedetd: error: %s\n" % e)
+        message = str(e)
+        config_path = getattr(args, "config", None)
+        if config_path and e.exit_code == EXIT_USAGE and config_path not in message:
+            message = "%s: %s" % (config_path, message)   # a key path means little without the file it is in
+        sys.stderr.write("firedetd: error: %s\n" % message)
         return e.exit_code
     except KeyboardInterrupt:
         return 130

@@ -70,12 +70,112 @@ class SourceConfig:
         scheme, _ = parse_source_uri(self.uri, path + ".uri")
         if (self.loop or self.realtime) and scheme != "file":
             raise ConfigError("%s.loop: loop and realtime apply to file:// sources only" % path)
+        if scheme in ("test", "file"):
+            self._check_local_source(scheme, path)
         if self.reconnect_max_s < self.reconnect_initial_s:
             raise ConfigError("%s.reconnect_max_s: must be >= reconnect_initial_s" % path)
+
+    def _check_local_source(self, scheme, path):
+        """What run would refuse, said now: a test:// option it does not know, a file URI without a path."""
+        from .errors import SourceError
+        from .sources.uri import file_path, parse_test_uri
+
+        try:
+            if scheme == "test":
+                parse_test_uri(self.uri, self)
+            else:
+                file_path(self.uri)
+        except SourceError as e:
+            raise ConfigError("%s.uri: %s" % (path, e))
+
+    def check_file_exists(self, path):
+        """For check-config and run's start (not for a config read on another machine): the video is there."""
+        if self.scheme != "file":
+            return
+        from .sources.uri import file_path
+
+        video = file_path(self.uri)
+        if not os.path.isfile(video):
+            raise ConfigError("%s.uri: %s: no such file%s" % (path, video, "" if os.path.isabs(video) else
+                                                             " (relative to %s)" % os.getcwd()))
 
     @property
     def scheme(self):
         return parse_source_uri(self.uri, "source.uri")[0]
+
+
+@dataclass(frozen=True)
+class CameraThresholds:
+    on: Optional[float] = option(None, doc="This camera's `on` (default: detection.<kind>.on).", minimum=0.0,
+                                 maximum=1.0)
+    off: Optional[float] = option(None, doc="This camera's `off`.", minimum=0.0, maximum=1.0)
+    raise_frames: Optional[int] = option(None, doc="This camera's `raise_frames`.", minimum=1, maximum=1000)
+    clear_frames: Optional[int] = option(None, doc="This camera's `clear_frames`.", minimum=1, maximum=10000)
+
+    def over(self, base):
+        """`base` (a ThresholdConfig) with the values this camera sets."""
+        return replace(base, **{k: v for k, v in self.__dict__.items() if v is not None})
+
+
+@dataclass(frozen=True)
+class CameraDetectionConfig:
+    smoothing_alpha: Optional[float] = option(None, doc="This camera's smoothing (default: detection's).",
+                                              minimum=0.01, maximum=1.0)
+    clear_after_s: Optional[float] = option(None, doc="This camera's quiet time.", minimum=0, maximum=86400)
+    fire: CameraThresholds = option(factory=CameraThresholds, doc="This camera's fire thresholds; unset keys "
+                                                                  "come from detection.fire.")
+    smoke: CameraThresholds = option(factory=CameraThresholds, doc="This camera's smoke thresholds; unset keys "
+                                                                   "come from detection.smoke.")
+    motion: Optional[bool] = option(None, doc="Motion as evidence on this camera (default: "
+                                              "detection.motion.enabled).")
+
+    def over(self, detection):
+        """The global DetectionConfig with this camera's values in place."""
+        changed = {"fire": self.fire.over(detection.fire), "smoke": self.smoke.over(detection.smoke)}
+        if self.smoothing_alpha is not None:
+            changed["smoothing_alpha"] = self.smoothing_alpha
+        if self.clear_after_s is not None:
+            changed["clear_after_s"] = self.clear_after_s
+        if self.motion is not None:
+            changed["motion"] = replace(detection.motion, enabled=self.motion)
+        return replace(detection, **changed)
+
+
+@dataclass(frozen=True)
+class MaskConfig:
+    polygon: Tuple[Tuple[float, ...], ...] = option(
+        doc="Corners `[x, y]`, at least 3, as shares of the full camera frame (0,0 top left; 1,1 bottom right). "
+            "The model never sees inside it, and motion there does not count.",
+        minimum=0.0, maximum=1.0, example="[[0.1, 0.5], [0.3, 0.5], [0.3, 0.9], [0.1, 0.9]]")
+    name: str = option("", doc="What the mask hides (for people reading the config and the status page).",
+                       example="fireplace")
+
+    def check(self, path):
+        if len(self.polygon) < 3:
+            raise ConfigError("%s.polygon: a mask needs at least 3 corners, got %d" % (path, len(self.polygon)))
+        for i, point in enumerate(self.polygon):
+            if len(point) != 2:
+                raise ConfigError("%s.polygon[%d]: a corner is [x, y], got %d number(s)" % (path, i, len(point)))
+
+
+@dataclass(frozen=True)
+class CropConfig:
+    x: float = option(0.0, doc="Left edge, as a share of the frame width.", minimum=0.0, maximum=1.0)
+    y: float = option(0.0, doc="Top edge, as a share of the frame height.", minimum=0.0, maximum=1.0)
+    width: float = option(1.0, doc="Width, as a share of the frame width.", minimum=0.05, maximum=1.0)
+    height: float = option(1.0, doc="Height, as a share of the frame height.", minimum=0.05, maximum=1.0)
+
+    def check(self, path):
+        if self.x + self.width > 1.0 + 1e-9:
+            raise ConfigError("%s.width: x + width = %.3g goes past the frame's right edge (1)" % (
+                path, self.x + self.width))
+        if self.y + self.height > 1.0 + 1e-9:
+            raise ConfigError("%s.height: y + height = %.3g goes past the frame's bottom edge (1)" % (
+                path, self.y + self.height))
+
+    @property
+    def is_whole_frame(self):
+        return self.x == 0 and self.y == 0 and self.width == 1 and self.height == 1
 
 
 @dataclass(frozen=True)
@@ -86,6 +186,16 @@ class CameraConfig:
     queue_size: int = option(1, doc="Latest-frame queue length: 1 = always the newest frame; older frames are "
                                     "dropped and counted.", minimum=1, maximum=8)
     enabled: bool = option(True, doc="A disabled camera is kept in the config but not opened.")
+    detection: CameraDetectionConfig = option(factory=CameraDetectionConfig,
+                                              doc="This camera's own detection settings, over the global ones "
+                                                  "(a SIGHUP applies them).")
+    masks: Tuple[MaskConfig, ...] = option(factory=tuple, doc="Regions the model must ignore: a fireplace, a neon "
+                                                              "sign, a stove (drawn on the status page's live view).")
+    crop: Optional[CropConfig] = option(None, doc="Watch only this part of the frame (the rest is never decided); "
+                                                  "the snapshot still shows the whole frame.")
+    tiles: int = option(1, doc="Tiled inference for wide views where a fire starts small: the watched region is "
+                               "also decided as N x N tiles, in the same batch as the whole view (2 = 5 images a "
+                               "frame). Costs N*N + 1 times the engine time.", minimum=1, maximum=4)
 
     def check(self, path):
         if not _NAME.match(self.name):
@@ -98,7 +208,8 @@ class ThresholdConfig:
     off: float = option(0.35, doc="...clear when it is below this (hysteresis: off <= on).", minimum=0.0, maximum=1.0)
     raise_frames: int = option(3, doc="Consecutive frames at or above `on` before an alert is raised.",
                                minimum=1, maximum=1000)
-    clear_frames: int = option(15, doc="Consecutive frames below `off` before the alert clears.",
+    clear_frames: int = option(15, doc="Consecutive decided frames below `off` before the incident may clear "
+                                       "(it also needs detection.clear_after_s of quiet).",
                                minimum=1, maximum=10000)
 
     def check(self, path):
@@ -153,18 +264,46 @@ class SensorConfig:
 
 
 @dataclass(frozen=True)
+class MotionConfig:
+    enabled: bool = option(True, doc="Ask for more confidence in a scene that stands still: flames flicker and "
+                                     "smoke drifts; a neon sign, a red object or a picture of a fire does not.")
+    window_s: float = option(2.0, doc="How far back (media time) the picture's change is looked at.",
+                             minimum=0.2, maximum=60)
+    still_below: float = option(0.003, doc="The scene stands still while at most this share of the (unmasked) "
+                                           "picture changed within window_s.", minimum=0.0, maximum=1.0)
+    static_boost: float = option(0.2, doc="In a still scene, `on` is this much higher (at most 0.99).",
+                                 minimum=0.0, maximum=1.0)
+
+
+@dataclass(frozen=True)
+class SignalConfig:
+    enabled: bool = option(True, doc="Check every frame before it is decided: black, one flat colour, white, "
+                                     "colour bars, snow and frozen pictures are counted as unusable "
+                                     "(firedetd_frames_unusable_total) and never raise an alert.")
+    degraded_after_s: float = option(5.0, doc="Unusable frames for this long (media time) report the camera "
+                                              "degraded (healthz, status page, MQTT problem sensor); as long usable "
+                                              "again reports it well.", minimum=0.5, maximum=3600)
+    frozen_after_s: float = option(5.0, doc="The same picture, pixel for pixel, for this long is `frozen`.",
+                                   minimum=0.5, maximum=3600)
+
+
+@dataclass(frozen=True)
 class DetectionConfig:
     smoothing_alpha: float = option(0.5, doc="Exponential smoothing of probabilities: weight of the newest frame "
                                              "(1 = no smoothing).", minimum=0.01, maximum=1.0)
     fire: ThresholdConfig = option(factory=ThresholdConfig, doc="Fire thresholds.")
     smoke: ThresholdConfig = option(factory=lambda: ThresholdConfig(on=0.6, off=0.35, raise_frames=4),
                                     doc="Smoke thresholds.")
-    cooldown_s: float = option(5.0, doc="After an alert clears, a new one of the same kind on the same camera "
-                                        "waits this long (media time). Short: a cooldown never hides a fire that "
-                                        "returns; hysteresis and raise_frames already stop flapping.",
-                               minimum=0, maximum=86400)
-    ongoing_interval_s: float = option(60.0, doc="While an alert lasts, an `ongoing` event is sent this often "
+    clear_after_s: float = option(30.0, doc="Quiet time: an incident clears only after neither fire nor smoke "
+                                            "reached its `off` threshold for this long (media time). A fire that "
+                                            "flares up again within it continues the same incident.",
+                                  minimum=0, maximum=86400)
+    cooldown_s: float = option(5.0, doc="After an incident clears, a new one on the same camera waits this long "
+                                        "(media time).", minimum=0, maximum=86400)
+    ongoing_interval_s: float = option(60.0, doc="While an incident lasts, an `ongoing` event is sent this often "
                                                  "(0 = never).", minimum=0, maximum=86400)
+    motion: MotionConfig = option(factory=MotionConfig, doc="Motion as evidence (docs/detection.md).")
+    signal: SignalConfig = option(factory=SignalConfig, doc="The signal-quality gate (docs/detection.md).")
     snapshot: SnapshotConfig = option(factory=SnapshotConfig, doc="Alert snapshots.")
     sensors: Tuple[SensorConfig, ...] = option(factory=tuple, doc="External sensors read over MQTT (broker: "
                                                                   "`sensors_mqtt`, else `alerts.mqtt`); a fresh "
@@ -204,8 +343,10 @@ class ModelConfig:
 @dataclass(frozen=True)
 class WebhookConfig:
     url: str = option(doc="Where alerts are POSTed (http:// or https://).", example="https://alerts.example/firedetd")
-    name: str = option("", doc="Sink name for metrics and the outbox (default: webhook<N>). Renaming a sink "
-                               "starts a new delivery queue.")
+    name: str = option("", doc="Sink name for metrics and the outbox (default: `webhook-` and 8 hex digits of the "
+                               "URL's sha256, so a sink is its URL). Renaming a sink, or changing the URL of an "
+                               "unnamed one, starts a new delivery queue: the old one's undelivered events are "
+                               "dropped with a warning naming how many.")
     secret_env: str = option("", doc="Name of an environment variable holding the HMAC-SHA256 signing secret.")
     secret_file: str = option("", doc="File holding the signing secret (e.g. a systemd credential).")
     timeout_s: float = option(5.0, doc="Per-request timeout.", minimum=0.1, maximum=300)
@@ -214,8 +355,13 @@ class WebhookConfig:
     headers: Dict[str, str] = option(factory=dict, doc="Extra HTTP headers (e.g. Authorization).")
 
     def check(self, path):
-        if not re.match(r"^https?://[^/\s]+", self.url):
-            raise ConfigError("%s.url: %r must be an http:// or https:// URL" % (path, self.url))
+        check_http_url(self.url, path + ".url")
+        for name, value in self.headers.items():
+            if not re.match(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$", name):
+                raise ConfigError("%s.headers: %r is not a valid HTTP header name" % (path, name))
+            if re.search(r"[\r\n\x00]", value):
+                raise ConfigError("%s.headers.%s: the value holds a line break or NUL (a trailing newline from a "
+                                  "pasted token?)" % (path, name))
         if self.secret_env and self.secret_file:
             raise ConfigError("%s.secret_env: give secret_env or secret_file, not both" % path)
 
@@ -224,13 +370,21 @@ class WebhookConfig:
         if self.secret_env:
             if self.secret_env not in environ:
                 raise ConfigError("%s.secret_env: environment variable %s is not set" % (path, self.secret_env))
-            return environ[self.secret_env]
+            secret = environ[self.secret_env].strip()
+            if not secret:  # an empty secret would send unsigned webhooks to a receiver that expects signed ones
+                raise ConfigError("%s.secret_env: environment variable %s is empty" % (path, self.secret_env))
+            return secret
         if self.secret_file:
             try:
-                with open(self.secret_file, "r") as f:
-                    return f.read().strip()
+                with open(self.secret_file, "rb") as f:
+                    secret = f.read().decode("utf-8").strip()
             except OSError as e:
                 raise ConfigError("%s.secret_file: cannot read %s (%s)" % (path, self.secret_file, e.strerror))
+            except UnicodeDecodeError as e:
+                raise ConfigError("%s.secret_file: %s is not UTF-8 text (byte %d)" % (path, self.secret_file, e.start))
+            if not secret:
+                raise ConfigError("%s.secret_file: %s is empty" % (path, self.secret_file))
+            return secret
         return ""
 
 
@@ -241,7 +395,8 @@ class MqttConfig:
     username: str = option("", doc="Username, if the broker wants one.")
     password_env: str = option("", doc="Environment variable holding the password.")
     tls: bool = option(False, doc="Connect with TLS (certificate verified).")
-    topic_prefix: str = option("firedetd", doc="Topics are <prefix>/<device_id>/...")
+    topic_prefix: str = option("firedetd", doc="Topics are <prefix>/<device_id>/... (no `+` or `#`: a broker drops "
+                                               "every connection that publishes to a wildcard).")
     discovery: bool = option(True, doc="Publish Home Assistant MQTT discovery configs.")
     discovery_prefix: str = option("homeassistant", doc="Home Assistant discovery prefix.")
     qos: int = option(1, doc="QoS of alert events and states. 1 or 2: an event counts as delivered once the broker "
@@ -256,6 +411,15 @@ class MqttConfig:
                                       "published) within about 1.5x this.", minimum=5, maximum=3600)
     status_interval_s: float = option(10.0, doc="How often each camera's FPS is published; fire/smoke state "
                                                 "changes are published at once.", minimum=0.5, maximum=3600)
+
+    def check(self, path):
+        for key in ("topic_prefix", "discovery_prefix"):
+            value = getattr(self, key)
+            if "+" in value or "#" in value or "\x00" in value:
+                raise ConfigError("%s.%s: %r must not hold the wildcards + or # (the broker would drop every "
+                                  "connection that publishes there)" % (path, key, value))
+        if not self.host.strip() or re.search(r"\s", self.host):
+            raise ConfigError("%s.host: %r is not a host name" % (path, self.host))
 
     def resolve_password(self, path, environ):
         """The broker password from the environment (never from the YAML itself), or ''."""
@@ -302,10 +466,12 @@ class AlertsConfig:
     outbox: OutboxConfig = option(factory=OutboxConfig, doc="The durable SQLite outbox.")
 
     def check(self, path):
-        names = [w.name for w in self.webhooks if w.name]
-        for name in names:
-            if names.count(name) > 1:
-                raise ConfigError("%s.webhooks: sink name %r is used twice" % (path, name))
+        names = [webhook_name(w) for w in self.webhooks]
+        for i, name in enumerate(names):
+            if names.index(name) != i:
+                what = "sink name %r" % name if self.webhooks[i].name else "URL %s" % redact_url(self.webhooks[i].url)
+                raise ConfigError("%s.webhooks[%d]: %s is used twice (also webhooks[%d]%s)" % (
+                    path, i, what, names.index(name), "" if self.webhooks[i].name else "; give each a name"))
 
 
 @dataclass(frozen=True)
@@ -352,7 +518,29 @@ class Config:
                 raise ConfigError("cameras[%d].name: %r is already used by cameras[%d]" % (i, camera.name,
                                                                                           seen[camera.name]))
             seen[camera.name] = i
+            self._check_camera_detection(i, camera)
+        self._check_cameras_enabled()
         self._check_sensors(seen)
+
+    def _check_cameras_enabled(self):
+        if self.cameras and not self.active_cameras:
+            raise ConfigError("cameras: every camera has enabled: false; the daemon would watch nothing (enable one, "
+                              "or remove `cameras` to watch the bundled sample)")
+
+    def _check_camera_detection(self, index, camera):
+        merged = camera.detection.over(self.detection)
+        for kind in ("fire", "smoke"):
+            thresholds = merged.thresholds(kind)
+            if thresholds.off > thresholds.on:
+                raise ConfigError("cameras[%d].detection.%s.off: %s must not exceed on (%s, with the global "
+                                  "detection.%s)" % (index, kind, thresholds.off, thresholds.on, kind))
+
+    def detection_for(self, camera_name):
+        """The DetectionConfig a camera runs with: its cameras[].detection over the global detection."""
+        for camera in self.cameras:
+            if camera.name == camera_name:
+                return camera.detection.over(self.detection)
+        return self.detection
 
     def _check_sensors(self, camera_names):
         sensors = self.detection.sensors
@@ -370,6 +558,30 @@ class Config:
     @property
     def active_cameras(self):
         return tuple(c for c in self.cameras if c.enabled)
+
+
+def redact_url(text):
+    """`text` with the user:password@ of every URL in it replaced by ***@ (for logs, errors and /healthz)."""
+    return re.sub(r"(://)[^/@\s]*@", r"\1***@", text or "")
+
+
+def check_http_url(url, path):
+    """An http:// or https:// URL with a host and a valid port, or ConfigError naming what is wrong."""
+    from urllib.parse import urlsplit
+
+    if not re.match(r"^https?://", url or "", re.IGNORECASE):
+        raise ConfigError("%s: %r must be an http:// or https:// URL" % (path, url))
+    if re.search(r"\s", url):
+        raise ConfigError("%s: %r holds a space or line break" % (path, url))
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        raise ConfigError("%s: %r has a port outside 1-65535 or not a number" % (path, url))
+    if not parts.hostname:
+        raise ConfigError("%s: %r has no host name" % (path, url))
+    if port == 0:
+        raise ConfigError("%s: %r has port 0" % (path, url))
 
 
 def host_port(addr, path):
@@ -395,6 +607,28 @@ def yaml_loader():
         for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
     Loader.add_implicit_resolver("tag:yaml.org,2002:bool", _re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
                                  list("tTfF"))
+    # YAML 1.2 floats: PyYAML (YAML 1.1) reads 5e2 or 1e-3 as strings, so `max_mb: 5e2` would be refused
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float",
+                                 _re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"),
+                                 list("-+0123456789."))
+
+    def construct_mapping(loader, node, deep=False):
+        # a key given twice would silently win over the first (a second `cameras:` drops the first list)
+        seen = {}
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:
+                continue  # an unhashable key: PyYAML names it below
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, "duplicate key %r (first given at line %d)" % (key, first.line + 1),
+                    key_node.start_mark)
+            seen[key] = key_node.start_mark
+        return yaml.SafeLoader.construct_mapping(loader, node, deep)
+
+    Loader.add_constructor("tag:yaml.org,2002:map", construct_mapping)
     return Loader
 
 
@@ -422,7 +656,8 @@ def read_yaml(path):
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = "%s:%d:%d" % (path, mark.line + 1, mark.column + 1) if mark else path
-        raise ConfigError("%s: YAML syntax error: %s" % (where, e.problem or e.context))
+        kind = "YAML error" if isinstance(e, yaml.constructor.ConstructorError) else "YAML syntax error"
+        raise ConfigError("%s: %s: %s" % (where, kind, e.problem or e.context))
     except yaml.YAMLError as e:
         raise ConfigError("%s: YAML error: %s" % (path, e))
 
@@ -467,5 +702,11 @@ def webhook_secrets(config, environ=None):
     return tuple(h.resolve_secret("alerts.webhooks[%d]" % i, environ) for i, h in enumerate(config.alerts.webhooks))
 
 
-def webhook_name(hook, index):
-    return hook.name or "webhook%d" % index
+def webhook_name(hook, index=None):
+    """A webhook's sink name: its `name`, else one made from its URL (`webhook-` and 8 hex digits of its sha256),
+    so adding or removing another webhook never hands this one's pending events to a different receiver."""
+    if hook.name:
+        return hook.name
+    import hashlib
+
+    return "webhook-" + hashlib.sha256(hook.url.encode("utf-8")).hexdigest()[:8]

@@ -128,6 +128,10 @@ class Daemon(object):
         if not self.config.http.enabled:
             return
         host, port = host_port(self.config.http.addr, "http.addr")
+        if host in ("", "0.0.0.0", "::"):
+            log.warning("http.addr %s: listening on every network interface; /metrics, /healthz and the status page "
+                        "(live camera images) are open to the network: put them behind something that "
+                        "authenticates, or use 127.0.0.1", self.config.http.addr)
         try:
             self.http = HttpEndpoint(host, port, self.pipeline.metrics.registry, self.pipeline.health)
         except OSError as e:
@@ -173,8 +177,9 @@ class Daemon(object):
         return False
 
     def _limit_reached(self, started):
-        decided = self.pipeline.postprocessor.decided
-        if self.limits.max_frames and decided >= self.limits.max_frames:
+        # every frame handed on counts, decided or found unusable: a black camera must not run forever
+        handled = self.pipeline.postprocessor.seen
+        if self.limits.max_frames and handled >= self.limits.max_frames:
             log.info("--max-frames %d reached", self.limits.max_frames)
             return True
         if self.limits.duration_s and monotonic_ns() - started >= self.limits.duration_s * 1e9:

@@ -25,6 +25,10 @@ class Metrics(object):
                                         registry=r)
         self.frames_bad = Counter("firedetd_frames_bad_total", "Frames skipped as unreadable or wrongly shaped",
                                   cam, registry=r)
+        self.frames_unusable = Counter("firedetd_frames_unusable_total", "Frames the signal gate found no picture in "
+                                       "(never decided), by reason", ["camera", "reason"], registry=r)
+        self.camera_degraded = Gauge("firedetd_camera_degraded", "1 while unusable frames have persisted "
+                                     "(detection.signal.degraded_after_s), by reason", ["camera", "reason"], registry=r)
         self.fps = Gauge("firedetd_fps", "Decided frames per second over the last seconds", cam, registry=r)
         self.latency = Histogram("firedetd_latency_seconds", "Capture to decision latency", cam,
                                  buckets=LATENCY_BUCKETS, registry=r)
@@ -42,7 +46,7 @@ class Metrics(object):
         self.alert_active = Gauge("firedetd_alert_active", "1 while an alert is raised", ["camera", "kind"],
                                   registry=r)
         self.alerts_raised = Counter("firedetd_alerts_raised_total", "Alerts raised", ["camera", "kind"], registry=r)
-        self.alert_events = Counter("firedetd_alert_events_total", "Alert events (raised, ongoing, cleared) "
+        self.alert_events = Counter("firedetd_alert_events_total", "Alert events (raised, ongoing, escalated, cleared) "
                                     "written to the outbox", ["camera", "kind", "state"], registry=r)
         self.alerts_delivered = Counter("firedetd_alerts_delivered_total", "Alert events delivered", ["sink"],
                                         registry=r)

@@ -14,6 +14,7 @@ loop (2.x re-raises callback errors by default), leaving the sink silently disco
 import logging
 import re
 import threading
+import time
 from typing import Callable, List, Optional, Tuple
 
 from .errors import ConfigError
@@ -63,6 +64,7 @@ class BrokerConnection(object):
         self.address = "%s:%d" % (config.host, config.port)
         self.keepalive_s = keepalive_s
         self.connected = threading.Event()
+        self.down_since: Optional[float] = None  # time.monotonic() since when a started connection is not up
         self.generation = 0  # +1 per connection: what was sent on an older one may be gone
         self.connect_failures = 0
         self.on_connected = on_connected
@@ -103,6 +105,7 @@ class BrokerConnection(object):
             if self._started or self._stopped:
                 return
             self._started = True
+            self.down_since = time.monotonic()
         self.client.connect_async(self._config.host, self._config.port, keepalive=self.keepalive_s)
         self.client.loop_start()
 
@@ -156,6 +159,7 @@ class BrokerConnection(object):
             self._logged_refused = False
             self.generation += 1
             self.connected.set()
+            self.down_since = None
             log.info("%s: connected to %s", self.where, self.address)
             self._logged_down = False
             if self.on_connected is not None:
@@ -167,6 +171,8 @@ class BrokerConnection(object):
         # paho 1.x: (rc); 2.x: (flags, reason_code, properties)
         try:
             self.connected.clear()
+            if self.down_since is None:
+                self.down_since = time.monotonic()
             if not self._stopped and not self._logged_down:
                 self._logged_down = True
                 reason = args[1] if len(args) > 1 else args[0] if args else "?"

@@ -15,26 +15,38 @@ from . import __version__, alerts
 from .alerts.delivery import DeliveryThread
 from .alerts.outbox import Outbox, OutboxWriter
 from .clock import monotonic_ns, wall_ns
+from .config import CameraDetectionConfig, redact_url
 from .errors import EngineError, FiredetdError, SourceError
 from .framequeue import FrameQueues
+from .incidents import ALERT_KINDS
 from .inference import create_engine
 from .metrics import Metrics
 from .postprocess import Postprocessor
 from .runner import EngineRunner
 from .sensors import start_sensor_input
+from .signal_quality import PROBLEMS, REASONS, SignalGate
 from .sources import Geometry, create_source
 from .sources.capture import FAILED, FINISHED, CaptureThread
+from .sources.region import WatchedRegion
+from .statedir import lock_state_dir
+from .types import ALERT_STATES
 
 log = logging.getLogger(__name__)
 
 PREDICTION_QUEUE_SIZE = 256
+FAILURES_BEFORE_UNHEALTHY = 3   # a single failed POST is retried within a second; three in a row is an outage
 ENGINE_START_TIMEOUT_S = 880  # a first TensorRT build on a Nano takes minutes; the unit allows 900 s
 
 
-def geometry_for(spec, detection):
+def geometry_for(spec, detection, region=None):
+    """What the camera's source must deliver: the model's input, or for a camera with a crop or tiles, the frame
+    scaled so that its watched region comes out at (tiles x) the model's size."""
     snapshot_width = detection.snapshot.width if detection.snapshot.enabled else 0
-    return Geometry(width=spec.input.width, height=spec.input.height, color=spec.input.color,
-                    resize=spec.input.resize, snapshot_width=snapshot_width)
+    if region is None or region.size == (spec.input.width, spec.input.height):
+        return Geometry(width=spec.input.width, height=spec.input.height, color=spec.input.color,
+                        resize=spec.input.resize, snapshot_width=snapshot_width)
+    return Geometry(width=region.size[0], height=region.size[1], color=spec.input.color, resize="stretch",
+                    snapshot_width=snapshot_width)
 
 
 class Pipeline(object):
@@ -59,6 +71,7 @@ class Pipeline(object):
         self.runner = None
         self.postprocessor = None
         self.sensor_input = None
+        self.state_lock = None
         self.fatal_error = None
         self.wake_event = threading.Event()  # set when the daemon loop should look: fatal error or sources done
         self._lock = threading.Lock()
@@ -67,19 +80,21 @@ class Pipeline(object):
     # ------------------------------------------------------------------ start
 
     def start(self):
-        """Start every stage; raise EngineError/ModelError if the engine cannot be loaded."""
-        os.makedirs(self.config.state_dir, exist_ok=True)
+        """Start every stage; raise EngineError/ModelError if the engine cannot be loaded, ConfigError if the
+        state directory is unusable or another firedetd holds it."""
+        self.state_lock = lock_state_dir(self.config.state_dir)
         self._started_ns = monotonic_ns()
         self._start_alerting()
         self._start_engine()
         self.sensor_input = start_sensor_input(self.config, self.metrics)
         self.postprocessor = Postprocessor(self.spec, self.config.detection, self.prediction_queue, self.writer,
                                            self.metrics, on_event=self._wake_deliveries, live_view=self.live_view,
-                                           sensor_view=self.sensor_input)
+                                           sensor_view=self.sensor_input,
+                                           camera_detection=camera_detection(self.config),
+                                           on_camera_problem=self._on_camera_problem)
         self.postprocessor.start()
-        geometry = geometry_for(self.spec, self.config.detection)
         for camera in self.config.active_cameras:
-            self._start_capture(camera, geometry)
+            self._start_capture(camera)
         self.metrics.watch(self._stage_samples)
 
     def _start_alerting(self):
@@ -151,9 +166,21 @@ class Pipeline(object):
         self.metrics.model_info.labels(self.spec.name, self.spec.version, model_file.sha256[:12],
                                        engine.name, engine.provider).set(1)
 
-    def _start_capture(self, camera, geometry):
+    def _start_capture(self, camera):
+        region = WatchedRegion(camera, self.spec.input.width, self.spec.input.height)
+        geometry = geometry_for(self.spec, self.config.detection, region)
+        signal = self.config.detection.signal
+        gate = SignalGate(frozen_after_s=signal.frozen_after_s, enabled=signal.enabled)
+        for reason in REASONS:  # every series from the start, so a dashboard sees 0 before the first problem
+            self.metrics.frames_unusable.labels(camera.name, reason)
+            self.metrics.camera_degraded.labels(camera.name, reason).set(0)
+        for kind in ALERT_KINDS:  # and before the first alert: increase() over a window then counts it whole
+            self.metrics.alerts_raised.labels(camera.name, kind)
+            self.metrics.alert_active.labels(camera.name, kind).set(0)
+            for state in ALERT_STATES:
+                self.metrics.alert_events.labels(camera.name, kind, state)
         thread = CaptureThread(camera, geometry, self.frame_queues, self.metrics, on_exit=self._on_capture_exit,
-                               source_factory=self.source_factory)
+                               source_factory=self.source_factory, region=region, gate=gate)
         self.captures[camera.name] = thread
         thread.start()
 
@@ -164,6 +191,10 @@ class Pipeline(object):
             thread.wake()
         if self.on_alert is not None:
             self.on_alert(alert, frame)
+
+    def _on_camera_problem(self, camera, reason):
+        """A camera became degraded (reason) or well again (None): tell the sinks that publish live state now."""
+        self.wake_event.set()
 
     def _on_fatal(self, error):
         self.fatal_error = error
@@ -213,10 +244,14 @@ class Pipeline(object):
 
     def health(self):
         reasons = self.stall_reasons(self.config.watchdog.stall_s)
-        cameras = {name: {"up": c.up, "state": c.state, "frames": c.seq, "error": c.error}
+        problems = self.postprocessor.camera_problems() if self.postprocessor is not None else {}
+        cameras = {name: {"up": c.up, "state": c.state, "frames": c.seq, "error": c.error,
+                          "problem": problems.get(name), "problem_text": PROBLEMS.get(problems.get(name), "")}
                    for name, c in self.captures.items()}
         sinks = {name: {"alive": t.is_alive(), "pending": self.outbox.pending_count(name)}
                  for name, t in self.deliveries.items()}
+        reasons = reasons + self._sink_problems(sinks)
+        reasons = reasons + ["camera %s: %s" % (name, PROBLEMS[reason]) for name, reason in sorted(problems.items())]
         ok = not reasons and self.writer is not None and self.writer.healthy
         return {"ok": ok, "problems": reasons + ([] if self.writer is None or self.writer.healthy
                                                  else ["outbox cannot be written: %s" % self.writer.last_error]),
@@ -224,17 +259,35 @@ class Pipeline(object):
                 "engine": {"name": self.runner.engine.name if self.runner and self.runner.engine else None,
                            "decided": self.postprocessor.decided if self.postprocessor else 0}}
 
+    def _sink_problems(self, sinks):
+        """Alerts that cannot leave: a sink that says why (a broker down), or one whose pending events keep failing."""
+        problems = []
+        for sink in list(self.sinks):
+            said = sink.problem()
+            if said:
+                problems.append("alerts to %s cannot leave: %s" % (sink.name, said))
+                continue
+            thread = self.deliveries.get(sink.name)
+            pending = sinks.get(sink.name, {}).get("pending", 0)
+            if thread is not None and pending and thread.stats.consecutive_failures >= FAILURES_BEFORE_UNHEALTHY:
+                problems.append("alerts to %s are not delivered: %d pending, %d attempts failed in a row (last: %s)"
+                                % (sink.name, pending, thread.stats.consecutive_failures,
+                                   redact_url(thread.stats.last_error)))
+        return problems
+
     def camera_status(self):
-        """{camera: {"fire": bool, "smoke": bool, "fps": float or None}}: the alert states and decided FPS now."""
+        """{camera: {"fire": bool, "smoke": bool, "fps": float or None, "problem": reason or None}}: the alert
+        states, decided FPS and picture problem now."""
         fps = dict(self.postprocessor.fps.value) if self.postprocessor is not None else {}
         trackers = dict(self.postprocessor.trackers) if self.postprocessor is not None else {}
+        problems = self.postprocessor.camera_problems() if self.postprocessor is not None else {}
         status = {}
         for name, capture in list(self.captures.items()):
             tracker = trackers.get(name)
-            entry = {"fps": fps.get(name) if capture.up else 0.0}
+            active = tracker.active_kinds if tracker is not None else ()
+            entry = {"fps": fps.get(name) if capture.up else 0.0, "problem": problems.get(name)}
             for kind in ("fire", "smoke"):
-                kind_tracker = tracker.kinds.get(kind) if tracker is not None else None
-                entry[kind] = bool(kind_tracker is not None and kind_tracker.active)
+                entry[kind] = kind in active
             status[name] = entry
         return status
 
@@ -282,6 +335,7 @@ class Pipeline(object):
                 new_sinks = self.sink_factory(_with_alerts(self.config, new_config))
             if new_config.cameras != self.config.cameras or new_config.model != self.config.model:
                 log.warning("reload: camera and model changes need a restart; applying thresholds and sinks only")
+            self.postprocessor.camera_detection = camera_detection(new_config)
             self.postprocessor.detection = new_config.detection
             if self.sensor_input is not None:
                 self.sensor_input.set_sensors(new_config.detection.sensors)
@@ -320,6 +374,13 @@ class Pipeline(object):
             self.sensor_input.stop()
         if self.outbox is not None:
             self.outbox.close()
+        if self.state_lock is not None:
+            self.state_lock.release()
+
+
+def camera_detection(config):
+    """{camera: callable(global detection) -> its detection} for the cameras with settings of their own."""
+    return {c.name: c.detection.over for c in config.cameras if c.detection != CameraDetectionConfig()}
 
 
 def _with_alerts(config, new_config):

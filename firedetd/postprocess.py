@@ -1,110 +1,56 @@
-"""Predictions -> alert events: temporal smoothing, per-class hysteresis, cooldown, alert lifecycle.
+"""Predictions -> alert events: the postprocessor thread.
 
-The decision logic (`CameraTracker`, `KindTracker`) is pure and clocked by the frames' own
-timestamps, so a recording gives the same alerts however fast it is read. The `Postprocessor`
-thread feeds it, encodes the snapshot of the frame that raised an alert, and hands every event to
-the durable outbox before anything tries to deliver it.
+The decision logic (`incidents.CameraTracker`: smoothing, thresholds, one incident per camera episode, quiet
+time, motion) is pure and clocked by the frames' own timestamps. This thread feeds it, counts the frames the
+signal gate found unusable and says when a camera is degraded (`signal_quality.DegradedMonitor`), encodes the
+snapshot of the frame that raised an incident, and hands every event to the durable outbox before anything
+tries to deliver it.
 """
 
 import logging
 import queue
 import threading
-import uuid
 
 import numpy as np
 
 from .clock import monotonic_ns, wall_ns
-from .types import CLEARED, ONGOING, RAISED, Alert
+from .incidents import ALERT_KINDS, CameraTracker
+from .signal_quality import PROBLEMS, DegradedMonitor
+from .types import RAISED, Alert
 
 log = logging.getLogger(__name__)
 
-ALERT_KINDS = ("fire", "smoke")
+# the decision logic lives in incidents.py; these names are imported from here by older callers
+__all__ = ["ALERT_KINDS", "CameraTracker", "Postprocessor", "encode_snapshot"]
 
 
-class KindTracker(object):
-    """One camera x one class: raise after `raise_frames` at or above `on`, clear after `clear_frames`
-    below `off`, no new alert within `cooldown_s` of the last clear, `ongoing` events while active."""
-
-    def __init__(self, kind):
-        self.kind = kind
-        self.active = False
-        self.above = 0
-        self.below = 0
-        self.alert_id = None
-        self.started_wall_ns = 0
-        self.peak = 0.0
-        self.last_event_t = None
-        self.cleared_t = None
-
-    def update(self, score, t_ns, thresholds, cooldown_s, ongoing_s):
-        """Feed one smoothed score at media time t_ns; return the new state name if an event is due, else None."""
-        if self.active:
-            return self._update_active(score, t_ns, thresholds, ongoing_s)
-        self.above = self.above + 1 if score >= thresholds.on else 0
-        if self.above < thresholds.raise_frames or self._cooling_down(t_ns, cooldown_s):
-            return None
-        self.active, self.below, self.peak = True, 0, score
-        self.alert_id = uuid.uuid4().hex
-        self.started_wall_ns = wall_ns()
-        self.last_event_t = t_ns
-        return RAISED
-
-    def _update_active(self, score, t_ns, thresholds, ongoing_s):
-        self.peak = max(self.peak, score)
-        self.below = self.below + 1 if score < thresholds.off else 0
-        if self.below >= thresholds.clear_frames:
-            self.active, self.above = False, 0
-            self.cleared_t = t_ns
-            return CLEARED
-        if self.last_event_t is not None and t_ns < self.last_event_t:
-            self.last_event_t = t_ns  # the stream restarted its clock (reconnect): measure from here
-        if ongoing_s > 0 and t_ns - self.last_event_t >= ongoing_s * 1e9:
-            self.last_event_t = t_ns
-            return ONGOING
-        return None
-
-    def _cooling_down(self, t_ns, cooldown_s):
-        if self.cleared_t is None or cooldown_s <= 0:
-            return False
-        if t_ns < self.cleared_t:  # clock restarted
-            self.cleared_t = t_ns
-        return t_ns - self.cleared_t < cooldown_s * 1e9
-
-
-class CameraTracker(object):
-    """Exponential smoothing of one camera's probabilities and a KindTracker per alerting class."""
-
-    def __init__(self, camera, labels):
-        self.camera = camera
-        self.labels = labels
-        self.smoothed = None
-        self.kinds = {k: KindTracker(k) for k in ALERT_KINDS if k in labels}
-        self.index = {k: labels.index(k) for k in self.kinds}
-
-    def update(self, probs, t_ns, detection):
-        """Smooth one frame's probabilities; return [(kind, state)] events due."""
-        p = np.asarray(probs, dtype=np.float64)
-        a = detection.smoothing_alpha
-        self.smoothed = p if self.smoothed is None else a * p + (1.0 - a) * self.smoothed
-        events = []
-        for kind, tracker in self.kinds.items():
-            state = tracker.update(float(self.smoothed[self.index[kind]]), t_ns, detection.thresholds(kind),
-                                   detection.cooldown_s, detection.ongoing_interval_s)
-            if state is not None:
-                events.append((kind, state))
-        return events
-
-
-def encode_snapshot(frame, snapshot_config):
-    """JPEG of the frame's snapshot (or its model-size image when no snapshot was captured), or None."""
+def encode_snapshot(frame, snapshot_config, overlays=None):
+    """JPEG of the frame's snapshot (or its model-size image when no snapshot was captured), or None.
+    `overlays`: [(name, corners as shares of the frame)] outlined on it (the live view's masks and crop)."""
     if not snapshot_config.enabled:
         return None
     import cv2
 
     rgb = frame.snapshot if frame.snapshot is not None else frame.image
-    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]),
-                           [cv2.IMWRITE_JPEG_QUALITY, snapshot_config.jpeg_quality])
+    bgr = np.ascontiguousarray(rgb[..., ::-1])
+    if overlays:
+        draw_overlays(bgr, overlays)
+    ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, snapshot_config.jpeg_quality])
     return buf.tobytes() if ok else None
+
+
+def draw_overlays(bgr, overlays):
+    """Outline each (name, corners) on a BGR image in place: masks in amber, the watched region in cyan."""
+    import cv2
+
+    height, width = bgr.shape[:2]
+    for name, corners in overlays:
+        points = np.array([[int(round(x * (width - 1))), int(round(y * (height - 1)))] for x, y in corners],
+                          np.int32)
+        colour = (255, 255, 0) if name == "watched region" else (0, 215, 255)
+        cv2.polylines(bgr, [points], True, colour, 2)
+        cv2.putText(bgr, name, tuple(int(v) for v in points.min(axis=0) + (4, 14)), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.45, colour, 1, cv2.LINE_AA)
 
 
 class FpsMeter(object):
@@ -130,7 +76,7 @@ class Postprocessor(threading.Thread):
     """Consumes Predictions, keeps each camera's state, writes alert events to the outbox."""
 
     def __init__(self, spec, detection, prediction_queue, outbox_writer, metrics, on_event=None, live_view=None,
-                 sensor_view=None):
+                 sensor_view=None, camera_detection=None, on_camera_problem=None):
         super(Postprocessor, self).__init__(name="postprocess", daemon=True)
         self.spec = spec
         self.model_name = "%s-%s" % (spec.name, spec.version)
@@ -141,11 +87,16 @@ class Postprocessor(threading.Thread):
         self.on_event = on_event
         self.live_view = live_view
         self.sensor_view = sensor_view  # external sensors (sensors.py): adjust(detection, camera) per prediction
+        # camera -> callable(global DetectionConfig) -> that camera's DetectionConfig; replaced whole on SIGHUP
+        self.camera_detection = dict(camera_detection or {})
+        self.on_camera_problem = on_camera_problem   # (camera, reason or None) when a camera degrades or recovers
         self.trackers = {}
+        self.monitors = {}
         self.fps = FpsMeter()
         self.stop_event = threading.Event()
         self.last_beat_ns = monotonic_ns()
         self.decided = 0
+        self.seen = 0   # every frame handed on, usable or not
         self.latencies_ms = None  # a list when a benchmark wants every latency
 
     def stop(self):
@@ -180,13 +131,51 @@ class Postprocessor(threading.Thread):
         tracker = self.trackers.get(frame.camera)
         if tracker is None:
             tracker = self.trackers[frame.camera] = CameraTracker(frame.camera, self.spec.labels)
-        detection = self.detection
+        detection = self.detection_for(frame.camera)
         if self.sensor_view is not None:
             detection = self.sensor_view.adjust(detection, frame.camera)
-        events = tracker.update(prediction.probs, frame.pts_ns, detection)
-        self._observe(prediction, tracker)
+        self.seen += 1
+        self._watch_signal(frame, detection)
+        if prediction.probs is None or not frame.usable:
+            events = tracker.skip(frame.pts_ns, detection)
+        else:
+            change = frame.signal.change if frame.signal is not None else None
+            events = tracker.update(prediction.probs, frame.pts_ns, detection, change)
+            self._observe(prediction, tracker)
         for kind, state in events:
             self._emit(tracker, kind, state, prediction, detection)
+
+    def detection_for(self, camera):
+        """The camera's detection settings: its own overrides (cameras[].detection) over the global ones."""
+        detection = self.detection
+        overrides = self.camera_detection.get(camera)
+        return overrides(detection) if overrides is not None else detection
+
+    def _watch_signal(self, frame, detection):
+        """Count an unusable frame; say when the camera becomes degraded or well again."""
+        reading = frame.signal
+        if reading is None:
+            return
+        if reading.reason is not None:
+            self.metrics.frames_unusable.labels(frame.camera, reading.reason).inc()
+        monitor = self.monitors.get(frame.camera)
+        if monitor is None:
+            monitor = self.monitors[frame.camera] = DegradedMonitor(detection.signal.degraded_after_s)
+        changed = monitor.update(reading, frame.pts_ns)
+        if changed is None:
+            return
+        for reason in PROBLEMS:
+            self.metrics.camera_degraded.labels(frame.camera, reason).set(1 if reason == changed else 0)
+        if changed:
+            log.warning("%s: camera degraded: %s (frame %d)", frame.camera, PROBLEMS[changed], frame.seq)
+        else:
+            log.info("%s: camera picture is back (frame %d)", frame.camera, frame.seq)
+        if self.on_camera_problem is not None:
+            self.on_camera_problem(frame.camera, changed or None)
+
+    def camera_problems(self):
+        """{camera: reason} of every camera now degraded."""
+        return {camera: m.problem for camera, m in list(self.monitors.items()) if m.problem is not None}
 
     def _observe(self, prediction, tracker):
         frame = prediction.frame
@@ -205,20 +194,22 @@ class Postprocessor(threading.Thread):
             self.live_view.update(prediction, tracker)
 
     def _emit(self, tracker, kind, state, prediction, detection):
-        kt = tracker.kinds[kind]
+        incident = tracker.incident_for(state)
         frame = prediction.frame
         snapshot = encode_snapshot(frame, detection.snapshot) if state == RAISED else None
-        alert = Alert(id=kt.alert_id, camera=frame.camera, kind=kind, state=state,
-                      started_ns=kt.started_wall_ns, event_ns=wall_ns(),
-                      score=round(float(tracker.smoothed[tracker.index[kind]]), 4), peak_score=round(kt.peak, 4),
+        alert = Alert(id=incident.id, camera=frame.camera, kind=kind, state=state,
+                      started_ns=incident.started_wall_ns, event_ns=wall_ns(),
+                      score=round(tracker.score(kind), 4), peak_score=round(incident.peak, 4),
                       frame_seq=frame.seq, latency_ms=round((prediction.decided_ns - frame.captured_ns) / 1e6, 2),
                       model=self.model_name, snapshot_jpeg=snapshot)
         self.metrics.alert_events.labels(frame.camera, kind, state).inc()
         if state == RAISED:
             self.metrics.alerts_raised.labels(frame.camera, kind).inc()
-        self.metrics.alert_active.labels(frame.camera, kind).set(1 if state != CLEARED else 0)
+        active = tracker.active_kinds
+        for each in ALERT_KINDS:
+            self.metrics.alert_active.labels(frame.camera, each).set(1 if each in active else 0)
         self.outbox_writer.enqueue(alert)
-        log.info("alert %s %s camera=%s score=%.3f frame=%d pts=%.2fs", kind, state, frame.camera, alert.score,
-                 frame.seq, frame.pts_ns / 1e9)
+        log.info("alert %s %s camera=%s incident=%s score=%.3f frame=%d pts=%.2fs", kind, state, frame.camera,
+                 incident.id[:8], alert.score, frame.seq, frame.pts_ns / 1e9)
         if self.on_event is not None:
             self.on_event(alert, frame)

@@ -8,6 +8,8 @@ logged and the frames are skipped; a run of failures stops the daemon (the model
 import logging
 import threading
 
+import numpy as np
+
 from .clock import monotonic_ns
 from .inference.preprocess import Preprocessor, to_probabilities
 from .types import Prediction
@@ -28,6 +30,7 @@ class EngineRunner(threading.Thread):
         self.metrics = metrics
         self.on_fatal = on_fatal
         self.preprocess = Preprocessor(spec.input)
+        self.none_index = spec.labels.index("none") if "none" in spec.labels else None
         self.stop_event = threading.Event()
         self.ready = threading.Event()
         self.engine = None
@@ -71,25 +74,52 @@ class EngineRunner(threading.Thread):
                     self.frame_queues.release(len(frames))
 
     def decide(self, frames):
-        """Run one batch through the engine and queue a Prediction per frame."""
+        """Run one batch through the engine and queue a Prediction per frame. Frames the signal gate found
+        unusable skip the engine (a covered camera costs nothing) and go on with no probabilities."""
+        usable = [f for f in frames if f.usable]
         started = monotonic_ns()
-        try:
-            probs = to_probabilities(self.engine.infer(self.preprocess([f.image for f in frames])),
-                                     self.spec.output.kind)
-        except Exception as e:
-            self._note_failure(e, frames)
-            return
+        probs = []
+        if usable:
+            try:
+                probs = self._infer_views(usable)
+            except Exception as e:
+                self._note_failure(e, usable)
+                usable, probs = [], []
         done = monotonic_ns()
-        self._failures = 0
-        engine_s = (done - started) / 1e9
-        self.metrics.engine_seconds.observe(engine_s)
-        self.metrics.batch_size.observe(len(frames))
-        per_frame_ms = engine_s * 1000.0 / len(frames)
-        for frame, row in zip(frames, probs):
-            self.prediction_queue.put(Prediction(frame=frame, probs=tuple(float(p) for p in row),
-                                                 engine_ms=per_frame_ms, decided_ns=done))
-        self.processed += len(frames)
+        if usable:
+            self._failures = 0
+            engine_s = (done - started) / 1e9
+            self.metrics.engine_seconds.observe(engine_s)
+            self.metrics.batch_size.observe(len(usable))
+        per_frame_ms = (done - started) / 1e6 / max(1, len(usable))
+        decided = dict(zip((id(f) for f in usable), probs))
+        for frame in frames:
+            if frame.usable and id(frame) not in decided:
+                continue  # the engine failed on it: counted and logged above
+            row = decided.get(id(frame))
+            self.prediction_queue.put(Prediction(frame=frame, probs=row, engine_ms=per_frame_ms if row else 0.0,
+                                                 decided_ns=done))
+        self.processed += len(usable)
         self.last_decision_ns = done
+
+    def _infer_views(self, frames):
+        """Probabilities per frame: each frame's whole view and its tiles (if any) go through the engine in
+        batches of at most engine.max_batch; a frame with tiles takes, for every class but the last (`none`),
+        its highest probability over the views, and for `none` its lowest."""
+        images, owner = [], []
+        for index, frame in enumerate(frames):
+            images.append(frame.image)
+            owner.append(index)
+            if frame.tiles is not None:
+                images.extend(frame.tiles)
+                owner.extend([index] * len(frame.tiles))
+        step = max(1, self.engine.max_batch)
+        rows = np.concatenate([to_probabilities(self.engine.infer(self.preprocess(images[i:i + step])),
+                                                self.spec.output.kind) for i in range(0, len(images), step)])
+        if len(rows) == len(frames):
+            return [tuple(float(p) for p in row) for row in rows]
+        return [combine_views(rows[[i for i, o in enumerate(owner) if o == index]], self.none_index)
+                for index in range(len(frames))]
 
     def _note_failure(self, error, frames):
         self._failures += 1
@@ -98,3 +128,11 @@ class EngineRunner(threading.Thread):
                     ", ".join(sorted({f.camera for f in frames})), error)
         if self._failures >= MAX_CONSECUTIVE_FAILURES:
             raise RuntimeError("engine failed %d times in a row; last error: %s" % (self._failures, error))
+
+
+def combine_views(rows, none_index):
+    """One frame's probabilities from its views (whole region + tiles): a fire seen in any tile is seen."""
+    combined = rows.max(axis=0)
+    if none_index is not None:
+        combined[none_index] = rows[:, none_index].min()
+    return tuple(float(p) for p in combined)

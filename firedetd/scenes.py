@@ -8,7 +8,8 @@ the relay's config, not on the devices: moving a camera changes one file, not N 
 A scene incident is the union of overlapping camera incidents of one kind:
 - the first `raised` (or, for a relay that started mid-incident, `ongoing`) opens it and is forwarded; later
   `raised` events of other cameras on the same scene join it and are not forwarded;
-- only the leading camera's `ongoing` events are forwarded;
+- only the leading camera's `ongoing` and `escalated` events are forwarded (an escalation from smoke to fire
+  also opens the scene's fire incident, which the camera's one `cleared` closes with the smoke one);
 - the leader's `cleared` is held until every member has cleared, and then `window_s` longer: a camera of the
   scene that raises again within that window joins the same incident instead of notifying again (flapping, or
   devices whose events arrive out of order). Then the leader's `cleared` is forwarded.
@@ -127,6 +128,12 @@ class SceneDedupe(object):
         key = (scene, event["kind"])
         incident = self._incidents.get(key)
         state = event["state"]
+        if state == "cleared":
+            # a camera incident that escalated from smoke to fire clears as fire: it leaves both scene incidents
+            held = [self._member_cleared(other, event, now) for (s, _), other in list(self._incidents.items())
+                    if s == scene and event["alert_id"] in other.open_alerts]
+            if held:
+                return [e for events in held for e in events]
         if incident is None:
             if state == "cleared":  # an incident this relay never saw open: pass it on, it can only calm
                 return [event]
@@ -138,7 +145,7 @@ class SceneDedupe(object):
         incident.open_alerts.add(event["alert_id"])
         incident.members.add((event["device"], event["camera"]))
         incident.clear_due = None  # a camera of the scene sees it (again): the scene stays raised
-        if event["alert_id"] == incident.leader["alert_id"] and state == "ongoing":
+        if event["alert_id"] == incident.leader["alert_id"] and state in ("ongoing", "escalated"):
             return [event]
         if joined:
             self.suppressed += 1
@@ -149,7 +156,7 @@ class SceneDedupe(object):
     def _member_cleared(self, incident, event, now):
         incident.open_alerts.discard(event["alert_id"])
         if event["alert_id"] == incident.leader["alert_id"]:
-            incident.held_clear = event
+            incident.held_clear = dict(event, kind=incident.leader["kind"])
         if not incident.open_alerts and incident.held_clear is not None:
             incident.clear_due = now + self.window_s
         return []

@@ -6,6 +6,7 @@ Each config dataclass field carries its documentation and limits in `field(metad
 """
 
 import difflib
+import math
 import typing
 from dataclasses import MISSING, field, fields, is_dataclass
 from typing import Any
@@ -79,6 +80,9 @@ def _check_scalar(tp, value, path):
             return value
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                # .nan passes every range check (each comparison is false) and .inf is no setting anyone means
+                raise ConfigError("%s: expected a finite number, got %r" % (path, value))
             return float(value)
     elif tp is str:
         if isinstance(value, str):
@@ -109,6 +113,8 @@ def build_value(tp, value, path, meta=None):
     if is_dataclass(tp):
         return build_dataclass(tp, value, path)
     if is_tuple_of(tp):
+        if value is None:   # a list key left empty (`webhooks:` with nothing under it) is an empty list
+            return ()
         if not isinstance(value, list):
             raise ConfigError("%s: expected a list, got %s" % (path, describe(value)))
         return tuple(build_value(tp.__args__[0], v, join_path(path, i), meta) for i, v in enumerate(value))

@@ -45,8 +45,10 @@ class LiveView(object):
     """The newest decided frame and smoothed probabilities of each camera, written by the postprocessor thread
     and read by HTTP threads."""
 
-    def __init__(self, labels, max_fps=2.0):
+    def __init__(self, labels, max_fps=2.0, overlays=None):
         self.labels = tuple(labels)
+        # camera -> [(name, [(x, y), ...] as shares of the frame)]: masks and the crop, drawn on the live view
+        self.overlays = dict(overlays or {})
         self.min_interval_ns = int(1e9 / max_fps)
         self.encodes = 0
         # one _Latest per camera, replaced whole: a dict store is atomic, so update() takes no lock
@@ -59,7 +61,7 @@ class LiveView(object):
 
         `tracker.smoothed` is replaced by a new array on every frame, never written in place, so keeping it is safe.
         """
-        active = tuple(kind for kind, state in tracker.kinds.items() if state.active)
+        active = tuple(tracker.active_kinds)
         self._latest[prediction.frame.camera] = _Latest(prediction.frame, tracker.smoothed, active,
                                                         prediction.decided_ns)
 
@@ -91,7 +93,7 @@ class LiveView(object):
                                             or now - cached.encoded_ns < self.min_interval_ns)
             if fresh:
                 return cached
-            jpeg = encode_snapshot(latest.frame, snapshot_config)
+            jpeg = encode_snapshot(latest.frame, snapshot_config, self.overlays.get(camera))
             if jpeg is None:
                 return cached
             self.encodes += 1
@@ -103,7 +105,21 @@ def create_live_view(config, spec) -> Optional[LiveView]:
     """A LiveView when the status page is on, else None (then the postprocessor pays nothing per frame)."""
     if not (config.http.enabled and config.http.status_page):
         return None
-    return LiveView(spec.labels, max_fps=config.http.live_fps)
+    return LiveView(spec.labels, max_fps=config.http.live_fps, overlays=camera_overlays(config.cameras))
+
+
+def camera_overlays(cameras):
+    """{camera: [(name, corners)]} of each camera's masks and crop (shares of the frame), for the live view."""
+    overlays = {}
+    for camera in cameras:
+        shapes = [(m.name or "mask %d" % (i + 1), list(m.polygon)) for i, m in enumerate(camera.masks)]
+        crop = camera.crop
+        if crop is not None and not crop.is_whole_frame:
+            x1, y1 = crop.x + crop.width, crop.y + crop.height
+            shapes.append(("watched region", [(crop.x, crop.y), (x1, crop.y), (x1, y1), (crop.x, y1)]))
+        if shapes:
+            overlays[camera.name] = shapes
+    return overlays
 
 
 class StatusPage(object):
@@ -171,6 +187,9 @@ class StatusPage(object):
             live = self.live_view.state(name, now) or {"seq": None, "probabilities": {}, "active": [], "age_s": None}
             row = {"name": name, "up": bool(source.get("up")), "state": source.get("state"),
                    "error": source.get("error"), "frames": source.get("frames", 0),
+                   "problem": source.get("problem"), "problem_text": source.get("problem_text", ""),
+                   "overlays": [{"name": n, "polygon": [list(p) for p in corners]}
+                                for n, corners in self.live_view.overlays.get(name, [])],
                    "fps": round(fps[name], 2) if name in fps else None,  # measured over the first 2 s
                    "live_url": "live/%s.jpg" % quote(name, safe="") if images and live["seq"] is not None else None}
             row.update(live)
@@ -337,14 +356,14 @@ function cameraCard(cam) {
   const card = el("article", "camera"), h = el("h3");
   card.dataset.camera = cam.name;
   const name = el("span", "", cam.name), up = el("span", "badge"), fps = el("span", "muted"),
-        active = el("span", "badge alerting");
-  h.append(name, up, fps, active);
+        active = el("span", "badge alerting"), problem = el("span", "badge bad");
+  h.append(name, up, fps, active, problem);
   const img = el("img", "live");
   img.alt = "live view of " + cam.name;
   const probs = el("div", "probs"), error = el("p", "muted");
   card.append(h, img, error, probs);
   document.getElementById("cameras").append(card);
-  return {card, up, fps, active, img, error, probs, bars: new Map(), loading: false};
+  return {card, up, fps, active, problem, img, error, probs, bars: new Map(), loading: false};
 }
 
 function updateCard(cam, labels) {
@@ -353,7 +372,9 @@ function updateCard(cam, labels) {
   c.up.textContent = cam.up ? "up" : (cam.state || "down");
   c.up.className = "badge " + (cam.up ? "ok" : "bad");
   c.fps.textContent = cam.fps === null ? "measuring fps" : cam.fps.toFixed(1) + " fps";
-  c.error.textContent = cam.up ? "" : (cam.error || "");
+  c.error.textContent = cam.up ? (cam.problem_text || "") : (cam.error || "");
+  c.problem.textContent = cam.problem ? "NO PICTURE: " + cam.problem.replace("_", " ") : "";
+  c.problem.hidden = !cam.problem;
   c.active.textContent = cam.active.map(k => k.toUpperCase()).join(" + ");
   c.active.hidden = cam.active.length === 0;
   c.img.hidden = !cam.live_url;

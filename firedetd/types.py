@@ -1,15 +1,16 @@
 """The small frozen values that travel between pipeline stages."""
 
 from dataclasses import dataclass, field
-from typing import Optional, Tuple
+from typing import Any, Optional, Tuple
 
 import numpy as np
 
-# alert lifecycle
+# alert lifecycle: one incident per camera episode; smoke that becomes fire escalates the same incident
 RAISED = "raised"
 ONGOING = "ongoing"
+ESCALATED = "escalated"
 CLEARED = "cleared"
-ALERT_STATES = (RAISED, ONGOING, CLEARED)
+ALERT_STATES = (RAISED, ONGOING, ESCALATED, CLEARED)
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,8 @@ class Frame:
 
     `snapshot` is the same instant at snapshot size (H, W, 3 uint8 RGB) for alert pictures, or None.
     `pts_ns` is the stream's presentation time; `captured_ns` is time.monotonic_ns()-style clock of arrival.
+    `signal` is the signal-quality gate's verdict (signal_quality.SignalReading), None where no gate ran.
+    `tiles` (N, H, W, 3) are parts of the watched region at model size, decided with `image` in one batch.
     """
 
     camera: str
@@ -26,14 +29,23 @@ class Frame:
     captured_ns: int
     image: np.ndarray = field(repr=False)
     snapshot: Optional[np.ndarray] = field(default=None, repr=False)
+    signal: Optional[Any] = None
+    tiles: Optional[np.ndarray] = field(default=None, repr=False)
+
+    @property
+    def usable(self):
+        """False when the gate found no picture in this frame (black, uniform, frozen...): it is not decided."""
+        return self.signal is None or self.signal.reason is None
 
 
 @dataclass(frozen=True)
 class Prediction:
-    """The engine's class probabilities for one frame (order = the model spec's labels)."""
+    """The engine's class probabilities for one frame (order = the model spec's labels); None for a frame the
+    signal gate found unusable, which never reaches the engine. With tiles, each alerting class's probability is
+    its highest over the whole view and the tiles."""
 
     frame: Frame
-    probs: Tuple[float, ...]
+    probs: Optional[Tuple[float, ...]]
     engine_ms: float
     decided_ns: int
 
@@ -44,8 +56,8 @@ class Alert:
 
     id: str
     camera: str
-    kind: str                  # a model label: "fire" or "smoke"
-    state: str                 # raised | ongoing | cleared
+    kind: str                  # a model label: "fire" or "smoke" (after an escalation: fire)
+    state: str                 # raised | ongoing | escalated | cleared
     started_ns: int            # wall clock (time.time_ns) when the incident was raised
     event_ns: int              # wall clock of this event
     score: float               # smoothed probability at this event

@@ -73,7 +73,7 @@ def test_engine_only_on_a_batch_reports_frames_per_second_for_the_whole_batch(sp
 
 def test_end_to_end_with_two_live_cameras_reports_each_camera_and_fairness(spec, make_config):
     config = make_config({"cameras": [{"name": "a", "source": "test://?pattern=ball&fps=30&width=320&height=240"},
-                                      {"name": "b", "source": "test://?pattern=snow&fps=30&width=320&height=240"}],
+                                      {"name": "b", "source": "test://?pattern=ball&fps=30&width=320&height=240"}],
                           "http": {"enabled": False}})
     result = end_to_end(config, spec, frames=40, warmup_frames=4)
     assert set(result["cameras"]) == {"a", "b"}
@@ -84,7 +84,7 @@ def test_end_to_end_with_two_live_cameras_reports_each_camera_and_fairness(spec,
 
 
 def test_a_source_that_ends_stops_the_run_by_itself(spec, make_config):
-    config = make_config({"cameras": [{"name": "short", "source": "test://?frames=15&live=false&width=320&height=240"}],
+    config = make_config({"cameras": [{"name": "short", "source": "test://?pattern=ball&frames=15&live=false&width=320&height=240"}],
                           "http": {"enabled": False}})
     result = end_to_end(config, spec, warmup_frames=2)
     assert result["stopped_by"] == "end of sources"

@@ -121,3 +121,47 @@ def test_on_and_off_keys_stay_keys_not_yaml_1_1_booleans(tmp_path):
     assert raw["cameras"][0]["enabled"] == "yes"  # only true/false are booleans, so this is a type error...
     with pytest.raises(ConfigError, match=r"cameras\[0\].enabled: expected boolean, got 'yes'"):
         load_config(str(path), environ={})
+
+
+def test_an_unnamed_webhook_keeps_its_sink_name_when_another_is_added_before_it():
+    from firedetd.config import build_config, webhook_name
+
+    one = build_config({"alerts": {"webhooks": [{"url": "http://127.0.0.1:9001/a"}]}})
+    two = build_config({"alerts": {"webhooks": [{"url": "http://127.0.0.1:9002/b"},
+                                                {"url": "http://127.0.0.1:9001/a"}]}})
+    first = webhook_name(one.alerts.webhooks[0])
+    assert first.startswith("webhook-") and webhook_name(two.alerts.webhooks[1]) == first
+    assert webhook_name(two.alerts.webhooks[0]) != first
+
+
+def test_the_same_unnamed_url_twice_is_refused_without_showing_its_password():
+    from firedetd.config import build_config
+
+    hook = {"url": "https://user:s3cret@hooks.example/x"}
+    with pytest.raises(ConfigError, match=r"alerts.webhooks\[1\]: URL https://\*\*\*@hooks.example/x is used twice") \
+            as caught:
+        build_config({"alerts": {"webhooks": [hook, dict(hook)]}})
+    assert "s3cret" not in str(caught.value)
+
+
+@pytest.mark.parametrize("text,key", [("max_mb: 5e2", 500.0), ("max_mb: 1.5E+1", 15.0)])
+def test_numbers_in_exponent_notation_are_numbers(text, key):
+    from firedetd.config import build_config, parse_yaml
+
+    config = build_config({"alerts": {"outbox": parse_yaml(text)}})
+    assert config.alerts.outbox.max_mb == key
+
+
+def test_an_empty_or_unreadable_signing_secret_is_refused(tmp_path):
+    from firedetd.config import build_config
+
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    binary = tmp_path / "binary"
+    binary.write_bytes(b"\xff\xfe\x00secret")
+    cases = [({"secret_env": "HOOK_SECRET"}, {"HOOK_SECRET": ""}, "environment variable HOOK_SECRET is empty"),
+             ({"secret_file": str(empty)}, {}, "is empty"),
+             ({"secret_file": str(binary)}, {}, "is not UTF-8 text")]
+    for keys, environ, message in cases:
+        with pytest.raises(ConfigError, match="alerts.webhooks\\[0\\].secret_.*" + message):
+            build_config({"alerts": {"webhooks": [dict(keys, url="http://127.0.0.1:9/")]}}, environ=environ)

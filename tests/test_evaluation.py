@@ -9,7 +9,7 @@ from support.daemon import REPO
 
 from firedetd import cli
 from firedetd.errors import ConfigError
-from firedetd.evaluation import merge_segments, read_truth, score, verdict_of
+from firedetd.evaluation import find_videos, image_metrics, merge_segments, read_truth, score, totals, verdict_of
 
 VIDEOS = os.path.join(os.path.dirname(REPO), "shared", "data", "video")
 SYNTHETIC = os.path.join(VIDEOS, "synthetic_fire_smoke_40s.mp4")
@@ -44,12 +44,65 @@ def test_scoring_times_each_event_from_its_first_frame_and_counts_alerts_in_none
     assert verdict_of(dict(event, time_to_any_alert_s=None), 2.0) == "MISSED"
 
 
+def test_an_event_inside_an_open_incident_counts_as_alerted_at_once():
+    segments = [(0, 24, "fire"), (25, 49, "none"), (50, 74, "smoke"), (75, 99, "none")]
+    report = score(segments, [(5, "fire")], fps=25.0, frames_seen=100, incidents=[(5, None)])
+    fire, smoke = report["events"]
+    assert fire["time_to_any_alert_s"] == 0.2 and not fire["already_open"]
+    assert smoke["time_to_any_alert_s"] == 0.0 and smoke["already_open"] and smoke["time_to_alert_s"] is None
+    cleared = score(segments, [(5, "fire")], fps=25.0, frames_seen=100, incidents=[(5, 30)])
+    assert cleared["events"][1]["time_to_any_alert_s"] is None   # the incident had cleared: smoke was missed
+
+
+def test_an_escalation_is_not_a_false_alert_but_a_new_incident_on_none_is():
+    segments = [(0, 49, "smoke"), (50, 99, "none")]
+    raised = [(10, "smoke"), (60, "fire"), (90, "fire")]
+    report = score(segments, raised, fps=10.0, frames_seen=100, incidents=[(10, 70), (90, None)])
+    assert [f["frame"] for f in report["false_alerts"]] == [90]
+
+
+def test_frame_rates_and_totals_add_up_over_videos():
+    segments = [(0, 3, "none"), (4, 7, "fire")]
+    rows = [(0, "none"), (1, "fire"), (2, None), (3, "none"), (4, "fire"), (5, "smoke"), (6, "none"), (7, None)]
+    report = score(segments, [], fps=4.0, frames_seen=8, frame_rows=rows)
+    assert report["frame_rates"]["none"] == {"decided": 3, "alarm": 1, "unusable": 1, "alarm_rate": 0.3333}
+    assert report["frame_rates"]["fire"]["alarm_rate"] == 0.6667
+    total = totals([report, report], 2.0)
+    assert total["videos"] == 2 and total["missed"] == 2 and total["frame_rates"]["none"]["decided"] == 6
+
+
+def test_a_videos_folder_reads_truth_files_or_class_folders_and_names_what_it_cannot(tmp_path):
+    (tmp_path / "fire").mkdir()
+    (tmp_path / "fire" / "a.mp4").write_bytes(b"")
+    (tmp_path / "b.mp4").write_bytes(b"")
+    (tmp_path / "b.frames.csv").write_text("first_frame,last_frame,label\n0,9,none\n")
+    found = find_videos(str(tmp_path))
+    assert [(os.path.basename(v), t is not None, label) for v, t, label in found] == [
+        ("b.mp4", True, None), ("a.mp4", False, "fire")]
+    (tmp_path / "c.mp4").write_bytes(b"")
+    with pytest.raises(ConfigError, match="c.mp4: no truth file beside it"):
+        find_videos(str(tmp_path))
+
+
+def test_image_metrics_count_none_alarms_at_argmax_and_at_the_thresholds():
+    import numpy as np
+
+    rows = [("none", np.array([0.55, 0.1, 0.35])), ("none", np.array([0.1, 0.1, 0.8])),
+            ("fire", np.array([0.9, 0.05, 0.05])), ("smoke", np.array([0.5, 0.4, 0.1]))]
+    m = image_metrics(rows, ("fire", "smoke", "none"), {"fire": 0.6, "smoke": 0.6})
+    assert m["accuracy"] == 0.5 and m["none_called_alarm"] == 0.5 and m["none_called_alarm_at_thresholds"] == 0.0
+    assert m["per_class"]["smoke"]["recall"] == 0.0
+
+
 def test_the_shipped_model_alerts_within_two_seconds_on_the_labelled_video_and_never_falsely(capsys):
     if not os.path.isfile(SYNTHETIC):
         pytest.skip("../shared/data/video is not beside this checkout")
-    code = cli.main(["eval", "--video", SYNTHETIC, "--truth", SYNTHETIC.replace(".mp4", ".frames.csv"), "--json"])
+    code = cli.main(["eval", "--video", SYNTHETIC, "--truth", SYNTHETIC.replace(".mp4", ".frames.csv"), "--json",
+                     "--no-progress"])
     report = json.loads(capsys.readouterr().out)
     assert code == 0
     assert [(e["label"], e["start_s"]) for e in report["events"]] == [("fire", 8.0), ("smoke", 24.0)]
-    assert all(e["time_to_alert_s"] is not None and e["time_to_alert_s"] <= 2.0 for e in report["events"])
+    assert all(e["time_to_any_alert_s"] is not None and e["time_to_any_alert_s"] <= 2.0 for e in report["events"])
+    assert report["events"][0]["time_to_alert_s"] <= 2.0   # the fire as fire
     assert report["false_alerts"] == [] and report["frames"] >= 990 and report["dropped"] == 0
+    assert report["frame_rates"]["none"]["alarm_rate"] < 0.05

@@ -54,7 +54,7 @@ def test_two_cameras_are_batched_into_one_engine_call(make_config, spec):
             return SlowedEngine.infer(self, batch)
 
     config = make_config({"cameras": [{"name": "a", "source": "test://?pattern=ball&fps=20"},
-                                      {"name": "b", "source": "test://?pattern=snow&fps=20"}],
+                                      {"name": "b", "source": "test://?pattern=ball&fps=20"}],
                           "model": {"batch_timeout_ms": 30}, "http": {"enabled": False}})
     engine = lambda: CountingEngine(OnnxRuntimeEngine(spec, ModelConfig()), 0.05)  # noqa: E731
     pipeline = Pipeline(config, spec, engine_factory=engine, sink_factory=lambda cfg: [])

@@ -1,15 +1,24 @@
-"""firedetd/postprocess.py: smoothing, hysteresis, cooldown, alert lifecycle, snapshots, outbox hand-off."""
+"""firedetd/postprocess.py: the thread around incidents.py: snapshots, outbox hand-off, unusable frames, degraded
+cameras, per-camera settings. The decision rules themselves are tested in test_incidents.py."""
 
 import queue
 
 import cv2
 import numpy as np
-import pytest
 
-from firedetd.config import DetectionConfig, SnapshotConfig, ThresholdConfig
+from firedetd.config import (
+    CameraDetectionConfig,
+    CameraThresholds,
+    DetectionConfig,
+    MotionConfig,
+    SignalConfig,
+    SnapshotConfig,
+    ThresholdConfig,
+)
 from firedetd.metrics import Metrics
-from firedetd.postprocess import CameraTracker, Postprocessor, encode_snapshot
-from firedetd.types import CLEARED, ONGOING, RAISED, Frame, Prediction
+from firedetd.postprocess import Postprocessor, encode_snapshot
+from firedetd.signal_quality import DARK, SignalReading
+from firedetd.types import CLEARED, ESCALATED, RAISED, Frame, Prediction
 
 LABELS = ("fire", "smoke", "none")
 FIRE = (0.9, 0.05, 0.05)
@@ -21,70 +30,10 @@ S = 1000000000
 def detection(**kw):
     base = dict(smoothing_alpha=1.0, fire=ThresholdConfig(on=0.6, off=0.4, raise_frames=3, clear_frames=2),
                 smoke=ThresholdConfig(on=0.6, off=0.4, raise_frames=3, clear_frames=2), cooldown_s=10,
-                ongoing_interval_s=0)
+                ongoing_interval_s=0, clear_after_s=0, motion=MotionConfig(enabled=False),
+                signal=SignalConfig(degraded_after_s=1.0))
     base.update(kw)
     return DetectionConfig(**base)
-
-
-def run(tracker, seq_of_probs, det, start_s=0.0, step_s=1.0):
-    events = []
-    for i, probs in enumerate(seq_of_probs):
-        for kind, state in tracker.update(probs, int((start_s + i * step_s) * S), det):
-            events.append((i, kind, state))
-    return events
-
-
-def test_raises_after_k_frames_above_on_and_clears_after_m_below_off():
-    events = run(CameraTracker("cam", LABELS), [NONE, FIRE, FIRE, FIRE, FIRE, NONE, NONE, NONE], detection())
-    assert events == [(3, "fire", RAISED), (6, "fire", CLEARED)]
-
-
-def test_interrupted_run_of_high_frames_does_not_raise():
-    events = run(CameraTracker("cam", LABELS), [FIRE, FIRE, NONE, FIRE, FIRE, NONE], detection())
-    assert events == []
-
-
-def test_hysteresis_keeps_alert_between_off_and_on():
-    middle = (0.5, 0.2, 0.3)  # below on, above off
-    events = run(CameraTracker("cam", LABELS), [FIRE] * 3 + [middle] * 10 + [NONE] * 2, detection())
-    assert events == [(2, "fire", RAISED), (14, "fire", CLEARED)]
-
-
-def test_cooldown_suppresses_a_new_alert_until_it_expires():
-    det = detection(cooldown_s=5)
-    probs = [FIRE] * 3 + [NONE] * 2 + [FIRE] * 3 + [NONE] * 2 + [FIRE] * 3
-    events = run(CameraTracker("cam", LABELS), probs, det, step_s=1.0)
-    raised = [i for i, _, state in events if state == RAISED]
-    # cleared at frame 4 (t=4 s): frames 5-7 are within 5 s, so the second raise waits until t >= 9 s
-    assert raised[0] == 2 and all(i >= 9 for i in raised[1:]) and len(raised) == 2
-
-
-def test_ongoing_events_while_active():
-    events = run(CameraTracker("cam", LABELS), [FIRE] * 10, detection(ongoing_interval_s=3), step_s=1.0)
-    assert [(i, s) for i, _, s in events] == [(2, RAISED), (5, ONGOING), (8, ONGOING)]
-
-
-def test_smoothing_delays_a_single_spike():
-    det = detection(smoothing_alpha=0.3)
-    events = run(CameraTracker("cam", LABELS), [NONE] * 5 + [FIRE] + [NONE] * 5, det)
-    assert events == []
-    unsmoothed = run(CameraTracker("cam", LABELS), [NONE] * 3 + [FIRE] * 10, detection())
-    smoothed = run(CameraTracker("cam", LABELS), [NONE] * 3 + [FIRE] * 10, det)
-    assert unsmoothed[0][0] == 5 and smoothed[0][0] > 5  # the average must climb past `on` first
-
-
-def test_fire_and_smoke_are_independent():
-    events = run(CameraTracker("cam", LABELS), [SMOKE] * 4 + [FIRE] * 4, detection())
-    kinds = [(k, s) for _, k, s in events]
-    assert ("smoke", RAISED) in kinds and ("fire", RAISED) in kinds
-
-
-def test_restarted_stream_clock_does_not_block_ongoing_forever():
-    tracker = CameraTracker("cam", LABELS)
-    det = detection(ongoing_interval_s=2)
-    run(tracker, [FIRE] * 3, det, start_s=100)
-    events = run(tracker, [FIRE] * 4, det, start_s=0)  # reconnect: pts restart at 0
-    assert [s for _, _, s in events] == [ONGOING]
 
 
 def test_snapshot_is_a_decodable_jpeg_of_the_snapshot_frame():
@@ -109,6 +58,14 @@ class RecordingWriter(object):
         pass
 
 
+def feed(post, probs_list, camera="cam", step_ns=S // 10, reason=None):
+    """Hand the postprocessor one prediction per entry (None: a frame the gate found unusable for `reason`)."""
+    for i, probs in enumerate(probs_list):
+        signal = SignalReading(reason if probs is None else None, 0.0, 0.0, None)
+        frame = Frame(camera, i, i * step_ns, 0, np.zeros((224, 224, 3), np.uint8), signal=signal)
+        post.handle(Prediction(frame, probs, 1.0, decided_ns=1000))
+
+
 def test_postprocessor_thread_writes_events_to_the_outbox_writer(spec):
     writer = RecordingWriter()
     predictions = queue.Queue()
@@ -128,9 +85,37 @@ def test_postprocessor_thread_writes_events_to_the_outbox_writer(spec):
     assert post.decided == 7
 
 
-@pytest.mark.parametrize("alpha", [1.0, 0.5])
-def test_smoothed_probabilities_stay_a_distribution(alpha):
-    tracker = CameraTracker("cam", LABELS)
-    for probs in [FIRE, NONE, SMOKE, FIRE]:
-        tracker.update(probs, 0, detection(smoothing_alpha=alpha))
-        assert abs(tracker.smoothed.sum() - 1.0) < 1e-9
+def test_escalation_is_one_incident_with_both_kinds_active_in_metrics(spec):
+    writer, metrics = RecordingWriter(), Metrics()
+    post = Postprocessor(spec, detection(), queue.Queue(), writer, metrics)
+    feed(post, [SMOKE] * 4 + [FIRE] * 4)
+    assert [(a.kind, a.state) for a in writer.alerts] == [("smoke", RAISED), ("fire", ESCALATED)]
+    assert len({a.id for a in writer.alerts}) == 1
+    assert writer.alerts[1].snapshot_jpeg is None and writer.alerts[1].event_key.endswith(":escalated")
+    active = {k: metrics.alert_active.labels("cam", k)._value.get() for k in ("fire", "smoke")}
+    assert active == {"fire": 1, "smoke": 1}
+
+
+def test_unusable_frames_are_counted_never_decided_and_degrade_the_camera(spec):
+    writer, metrics = RecordingWriter(), Metrics()
+    changes = []
+    post = Postprocessor(spec, detection(), queue.Queue(), writer, metrics,
+                         on_camera_problem=lambda camera, reason: changes.append((camera, reason)))
+    feed(post, [None] * 30, reason=DARK)   # 3 s of black frames, degraded after 1 s
+    assert writer.alerts == [] and post.decided == 0 and post.seen == 30
+    assert metrics.frames_unusable.labels("cam", DARK)._value.get() == 30
+    assert post.camera_problems() == {"cam": DARK} and changes == [("cam", DARK)]
+    assert metrics.camera_degraded.labels("cam", DARK)._value.get() == 1
+    feed(post, [NONE] * 15)                # 1.5 s of pictures: well again
+    assert post.camera_problems() == {} and changes[-1] == ("cam", None)
+    assert metrics.camera_degraded.labels("cam", DARK)._value.get() == 0
+
+
+def test_a_camera_with_its_own_thresholds_is_decided_with_them(spec):
+    writer = RecordingWriter()
+    strict = CameraDetectionConfig(fire=CameraThresholds(on=0.95))
+    post = Postprocessor(spec, detection(), queue.Queue(), writer, Metrics(),
+                         camera_detection={"fireplace": strict.over})
+    feed(post, [FIRE] * 5, camera="fireplace")
+    feed(post, [FIRE] * 5, camera="garage")
+    assert [(a.camera, a.state) for a in writer.alerts] == [("garage", RAISED)]

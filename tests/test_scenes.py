@@ -57,6 +57,17 @@ def test_only_the_leading_cameras_ongoing_events_are_forwarded(dedupe):
     assert dedupe.feed(event("nano-2", "dock-west", "ongoing", "b1")) == []
 
 
+def test_an_escalation_is_forwarded_and_its_one_clear_closes_smoke_and_fire(dedupe, clock):
+    dedupe.feed(event("nano-1", "dock-east", "raised", "a1", kind="smoke"))
+    escalated = dedupe.feed(event("nano-1", "dock-east", "escalated", "a1", kind="fire"))
+    assert [(e["kind"], e["state"]) for e in escalated] == [("fire", "escalated")]
+    assert dedupe.feed(event("nano-1", "dock-east", "cleared", "a1", kind="fire")) == []
+    clock.now += WINDOW_S + 1
+    cleared = dedupe.flush()
+    assert sorted((e["kind"], e["state"]) for e in cleared) == [("fire", "cleared"), ("smoke", "cleared")]
+    assert dedupe.open_scenes() == []
+
+
 def test_the_scene_clears_only_after_its_last_camera_and_the_window(dedupe, clock):
     dedupe.feed(event("nano-1", "dock-east", "raised", "a1"))
     dedupe.feed(event("nano-2", "dock-west", "raised", "b1"))

@@ -13,13 +13,13 @@ from support.daemon import free_port, wait_until
 from firedetd.config import DetectionConfig, SnapshotConfig, build_config
 from firedetd.daemon import Daemon
 from firedetd.httpserver import HttpEndpoint
+from firedetd.incidents import CameraTracker, Incident
 from firedetd.pipeline import Pipeline
-from firedetd.postprocess import CameraTracker
 from firedetd.status import LiveView, StatusPage, create_live_view
 from firedetd.types import Frame, Prediction
 
 LABELS = ("fire", "smoke", "none")
-# thresholds at 0: every frame is "fire" and "smoke", so alerts (with snapshots) are raised within a few frames
+# thresholds at 0: every frame is "fire" and "smoke", so an incident (fire, with a snapshot) is raised at once
 ALWAYS_ALERT = {"fire": {"on": 0.0, "off": 0.0, "raise_frames": 1},
                 "smoke": {"on": 0.0, "off": 0.0, "raise_frames": 1}}
 
@@ -36,7 +36,7 @@ def decided(camera, seq, probs, tracker=None, value=0):
 def test_live_view_reports_smoothed_probabilities_and_active_kinds_per_camera():
     view = LiveView(LABELS)
     prediction, tracker = decided("east", 1, (0.9, 0.05, 0.05))
-    tracker.kinds["fire"].active = True
+    tracker.incident = Incident("fire", 0, 0.9)
     view.update(prediction, tracker)
     state = view.state("east", now_ns=3 * 10 ** 9)
     assert view.cameras() == ["east"] and view.state("west") is None
@@ -115,8 +115,8 @@ def test_status_json_shows_cameras_probabilities_alerts_and_serves_their_images(
     assert (camera["name"], camera["up"], camera["live_url"]) == ("cam.1", True, "live/cam.1.jpg")
     assert sorted(camera["probabilities"]) == sorted(LABELS)
     assert sum(camera["probabilities"].values()) == pytest.approx(1.0, abs=0.01)
-    assert sorted(camera["active"]) == ["fire", "smoke"]
-    assert {a["kind"] for a in raised} == {"fire", "smoke"} and all(a["camera"] == "cam.1" for a in raised)
+    assert sorted(camera["active"]) == ["fire", "smoke"]   # one incident, which has shown both
+    assert [a["kind"] for a in raised] == ["fire"] and all(a["camera"] == "cam.1" for a in raised)
     for response in (live, snapshot):
         image = cv2.imdecode(np.frombuffer(response.content, np.uint8), cv2.IMREAD_COLOR)
         assert response.headers["Content-Type"] == "image/jpeg" and image.shape[1] == 640

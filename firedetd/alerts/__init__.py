@@ -17,6 +17,11 @@ class Sink(object):
         """Deliver one event (a dict as stored in the outbox, with `snapshot_jpeg` bytes or None)."""
         raise NotImplementedError
 
+    def problem(self):
+        """Why alerts cannot leave through this sink right now (e.g. no connection to its broker), or None.
+        Sinks that only learn it by delivering (webhooks) keep the default: their failures show in delivery."""
+        return None
+
     def close(self):
         pass
 

@@ -7,8 +7,10 @@ become "_"):
     <prefix>/<device>/<camera>/alert      one JSON event (the webhook body without the snapshot), not retained
     <prefix>/<device>/<camera>/snapshot   JPEG of a raised alert, just before its event (include_snapshot), retained
     <prefix>/<device>/<camera>/fire       "ON" / "OFF", retained (and .../smoke)
+    <prefix>/<device>/<camera>/problem    "ON" while the camera sends no usable picture (black, covered, frozen...),
+                                          retained; .../problem/attributes: {"reason", "text"}, retained
     <prefix>/<device>/<camera>/fps        decided frames per second, every status_interval_s, not retained
-    <discovery_prefix>/binary_sensor/<device>_<camera>_fire/config   and ..._smoke, sensor/..._fps: retained
+    <discovery_prefix>/binary_sensor/<device>_<camera>_fire/config   and ..._smoke, ..._problem, sensor/..._fps
 
 Delivery: `deliver` waits (up to timeout_s) for a connection and, with QoS 1 or 2, for the broker's
 acknowledgement of the event (and its snapshot); anything else raises a retryable SinkError, so the outbox
@@ -18,7 +20,8 @@ the broker waits for paho's copy (paho resends it after a reconnect) before send
 at-least-once: a consumer drops repeats by the event's "id". QoS 0 has no acknowledgement: an event counts as
 delivered once paho wrote it to the socket, and a connection lost at that moment loses it.
 
-State topics show the detector's state now: set by each delivered event (raised/ongoing: ON, cleared: OFF) and
+State topics show the detector's state now: set by each delivered event (raised/ongoing/escalated: ON; cleared:
+OFF for both kinds, since a camera has one incident at a time) and
 by `publish_status`, which the daemon calls with the live state, so an old event replayed after an outage, or
 an incident left open by a stopped run, does not leave a camera ON.
 """
@@ -33,6 +36,7 @@ from typing import Dict, List, Optional, Sequence
 from .. import __version__
 from ..errors import SinkError
 from ..mqttclient import BrokerConnection, topic_segment
+from ..signal_quality import PROBLEMS
 from . import Sink
 from .webhook import event_fields, sink_error
 
@@ -44,6 +48,7 @@ ON = "ON"
 OFF = "OFF"
 KINDS = ("fire", "smoke")
 _ID_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")  # Home Assistant's node and object ids allow no dots
+DOWN_GRACE_S = 15.0  # a reconnect after a broker restart takes a few seconds; longer is a problem worth saying
 _MQTT_ERR_AGAIN = -1  # paho: queued behind the in-flight window; still tracked
 # fire: Home Assistant has no fire class; "safety" (on = unsafe) is the generic alarm. "heat" means a measured
 # temperature and "problem" a fault of the device itself; "smoke" is kept for the smoke entity
@@ -108,7 +113,9 @@ class MqttSink(Sink):
                 self._unacked = None
             raise
         self._unacked = None
-        self._set_state(camera, event["kind"], alert_state(event))
+        state = alert_state(event)
+        for kind in (KINDS if state == OFF else (event["kind"],)):
+            self._set_state(camera, kind, state)
 
     def encode(self, event: dict) -> bytes:
         """The JSON payload of one outbox event: the webhook body's fields without the snapshot."""
@@ -159,15 +166,19 @@ class MqttSink(Sink):
             for kind in KINDS:
                 if kind in values:
                     self._set_state(camera, kind, ON if values[kind] else OFF)
+            if "problem" in values:
+                self._set_problem(camera, values["problem"])
         now = time.monotonic()
         if not self.connection.connected.is_set():
             return
         if self._last_fps_publish is not None and now - self._last_fps_publish < self.config.status_interval_s:
             return
+        rates = [(camera, values["fps"]) for camera, values in cameras.items() if values.get("fps") is not None]
+        if not rates:
+            return  # no rate measured yet: the first one goes out as soon as there is one, not an interval later
         self._last_fps_publish = now
-        for camera, values in cameras.items():
-            if values.get("fps") is not None:
-                self.connection.publish(self.topic(camera, "fps"), "%.2f" % values["fps"], 0, False)
+        for camera, fps in rates:
+            self.connection.publish(self.topic(camera, "fps"), "%.2f" % fps, 0, False)
 
     def _set_state(self, camera, kind, value):
         with self._lock:
@@ -175,6 +186,12 @@ class MqttSink(Sink):
             self._states[(camera, kind)] = value
         if changed and self.connection.connected.is_set():
             self.connection.publish(self.topic(camera, kind), value, self.config.qos, True)
+
+    def _set_problem(self, camera, reason):
+        """The camera's picture problem: ON with its reason and words, or OFF."""
+        self._set_state(camera, "problem", ON if reason else OFF)
+        attributes = json.dumps({"reason": reason or "", "text": PROBLEMS.get(reason, "")}, sort_keys=True)
+        self._set_state(camera, "problem/attributes", attributes)
 
     # ---- connection, discovery
 
@@ -218,12 +235,25 @@ class MqttSink(Sink):
                           state_topic=self.topic(camera, kind), payload_on=ON, payload_off=OFF,
                           device_class=DEVICE_CLASSES[kind], icon=ICONS[kind])
             configs.append(("binary_sensor", entity, config))
+        entity = object_id(self.device_id, camera, "problem")
+        configs.append(("binary_sensor", entity, dict(
+            common, name="Picture problem", unique_id="firedetd_" + entity, state_topic=self.topic(camera, "problem"),
+            payload_on=ON, payload_off=OFF, device_class="problem", entity_category="diagnostic",
+            json_attributes_topic=self.topic(camera, "problem/attributes"))))
         entity = object_id(self.device_id, camera, "fps")
         configs.append(("sensor", entity, dict(common, name="FPS", unique_id="firedetd_" + entity,
                                                 state_topic=self.topic(camera, "fps"), unit_of_measurement="fps",
                                                 state_class="measurement", entity_category="diagnostic",
                                                 expire_after=int(max(60, 6 * self.config.status_interval_s)))))
         return configs
+
+    def problem(self) -> Optional[str]:
+        """'not connected to broker H:P' once a started connection has been down for DOWN_GRACE_S."""
+        since = self.connection.down_since
+        if since is None or time.monotonic() - since < DOWN_GRACE_S:
+            return None
+        return "not connected to broker %s for %.0f s%s" % (self.connection.address, time.monotonic() - since,
+                                                            self._connect_hint())
 
     def close(self) -> None:
         """Say "offline" (retained) and disconnect."""

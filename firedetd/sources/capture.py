@@ -11,10 +11,13 @@ import random
 import threading
 
 from ..clock import monotonic_ns
+from ..config import redact_url
 from ..errors import SourceError
 from ..framequeue import BLOCK, LATEST
+from ..signal_quality import SignalGate
 from ..types import Frame
 from . import EndOfStream, create_source
+from .region import WatchedRegion
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +33,14 @@ STOPPED = "stopped"
 class CaptureThread(threading.Thread):
     """Reads one camera into its FrameQueue until stopped, the file ends, or the source fails for good."""
 
-    def __init__(self, camera, geometry, frame_queues, metrics, on_exit=None, source_factory=create_source):
+    def __init__(self, camera, geometry, frame_queues, metrics, on_exit=None, source_factory=create_source,
+                 region=None, gate=None):
         super(CaptureThread, self).__init__(name="capture-%s" % camera.name, daemon=True)
         self.camera = camera
         self.geometry = geometry
+        # the crop, masks and tiles of the camera, and the signal-quality gate; both see every captured frame
+        self.region = region or WatchedRegion(camera, geometry.width, geometry.height)
+        self.gate = gate or SignalGate()
         self.frame_queues = frame_queues
         self.queue = None
         self.metrics = metrics
@@ -97,8 +104,9 @@ class CaptureThread(threading.Thread):
             except SourceError as e:
                 self._note_failure(e)
                 if e.permanent:
-                    self.state, self.error = FAILED, str(e)
-                    log.error("%s: %s (not retrying: this cannot succeed on this machine)", self.camera.name, e)
+                    self.state, self.error = FAILED, redact_url(str(e))
+                    log.error("%s: %s (not retrying: this cannot succeed on this machine)", self.camera.name,
+                              self.error)
                     return
             finally:
                 self._count_lost_frames(source)
@@ -155,8 +163,11 @@ class CaptureThread(threading.Thread):
         return True
 
     def _enqueue(self, raw, now):
+        views = self.region.views(raw.image)
+        reading = self.gate.assess(views.raw, raw.pts_ns, watched=views.image)
         frame = Frame(camera=self.camera.name, seq=self.seq, pts_ns=raw.pts_ns,
-                      captured_ns=raw.captured_ns or now, image=raw.image, snapshot=raw.snapshot)
+                      captured_ns=raw.captured_ns or now, image=views.image, snapshot=raw.snapshot, signal=reading,
+                      tiles=views.tiles)
         self.seq += 1
         self.last_frame_ns = now
         self.metrics.frames_captured.labels(self.camera.name).inc()
@@ -164,9 +175,9 @@ class CaptureThread(threading.Thread):
 
     def _note_failure(self, error):
         self._failures += 1
-        self.error = str(error)
+        self.error = redact_url(str(error))   # an rtsp://user:password@ URL must not reach logs or /healthz
         self.metrics.source_errors.labels(self.camera.name).inc()
-        log.warning("%s: source failed (%s); reconnecting (attempt %d)", self.camera.name, error, self._failures)
+        log.warning("%s: source failed (%s); reconnecting (attempt %d)", self.camera.name, self.error, self._failures)
 
     def backoff_s(self):
         """Exponential backoff with jitter: initial * 2^(failures-1), capped, times 0.5..1."""

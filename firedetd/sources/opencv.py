@@ -61,7 +61,8 @@ def _read_only(image):
 
 
 class SyntheticVideo(object):
-    """The `test://` patterns drawn with numpy/OpenCV, as BGR frames; `ball` moves over a gradient."""
+    """The `test://` patterns drawn with numpy/OpenCV, as BGR frames; `ball` is a white ball moving on black, as
+    GStreamer's videotestsrc draws it, so both backends hand the model and the signal gate the same picture."""
 
     _SMPTE_BGR = ((191, 191, 191), (0, 191, 191), (191, 191, 0), (0, 191, 0), (191, 0, 191), (0, 0, 191),
                   (191, 0, 0))
@@ -76,13 +77,13 @@ class SyntheticVideo(object):
     def _draw_background(self):
         width, height, pattern = self.spec.width, self.spec.height, self.spec.pattern
         frame = np.empty((height, width, 3), np.uint8)
-        if pattern in self._SOLID_BGR:
-            frame[:] = self._SOLID_BGR[pattern]
+        if pattern in self._SOLID_BGR or pattern == "ball":
+            frame[:] = self._SOLID_BGR.get(pattern, (0, 0, 0))
         elif pattern == "smpte":
             edges = np.linspace(0, width, len(self._SMPTE_BGR) + 1).astype(int)
             for colour, left, right in zip(self._SMPTE_BGR, edges[:-1], edges[1:]):
                 frame[:, left:right] = colour
-        else:   # gradient, and the ball's background: dark blue at the left to orange at the right
+        else:   # gradient: dark blue at the left to orange at the right
             ramp = np.linspace(0.0, 1.0, width, dtype=np.float32)[:, None]
             frame[:] = (np.array((90, 40, 10), np.float32) * (1 - ramp) + np.array((20, 140, 255), np.float32) * ramp
                         ).astype(np.uint8)[None, :, :]

@@ -12,7 +12,7 @@ from support.mqtt_broker import MOSQUITTO, SKIP_REASON, WAIT_S, MosquittoBroker,
 from firedetd.alerts.delivery import DeliveryThread
 from firedetd.config import MqttConfig, OutboxConfig
 from firedetd.errors import SinkError
-from firedetd.types import CLEARED, RAISED
+from firedetd.types import CLEARED, ESCALATED, RAISED
 
 pytest.importorskip("paho.mqtt.client", reason="paho-mqtt is not installed (the mqtt extra)")
 pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason=SKIP_REASON)
@@ -239,6 +239,35 @@ def test_publish_status_announces_cameras_sends_state_changes_and_fps(broker, re
     assert watcher.payloads(BASE + "/gate/fire") == [b"OFF", b"ON"]
     assert watcher.payloads(BASE + "/gate/fps") == [b"12.50"]
     assert watcher.payloads(BASE + "/gate/smoke") == [b"OFF"]
+
+
+def test_a_camera_without_a_picture_turns_its_problem_sensor_on_with_the_reason(broker, recorder, mqtt_sink):
+    watcher = recorder(broker.port)
+    sink = mqtt_sink(broker.port)
+    sink.publish_status({"gate": {"fire": False, "smoke": False, "fps": 0.0, "problem": "dark"}})
+    watcher.wait_for(lambda ms: watcher.on(BASE + "/gate/problem") and watcher.on(BASE + "/gate/problem/attributes")
+                     and watcher.on("homeassistant/binary_sensor/dev-1_gate_problem/config"))
+    sink.publish_status({"gate": {"fire": False, "smoke": False, "fps": 10.0, "problem": None}})
+    watcher.wait_for(lambda ms: len(watcher.payloads(BASE + "/gate/problem")) >= 2)
+    assert watcher.payloads(BASE + "/gate/problem") == [b"ON", b"OFF"]
+    attributes = json.loads(watcher.payloads(BASE + "/gate/problem/attributes")[0].decode("utf-8"))
+    assert attributes["reason"] == "dark" and "black" in attributes["text"]
+    config = json.loads(watcher.on("homeassistant/binary_sensor/dev-1_gate_problem/config")[0].payload)
+    assert (config["device_class"], config["state_topic"], config["json_attributes_topic"]) == (
+        "problem", BASE + "/gate/problem", BASE + "/gate/problem/attributes")
+
+
+def test_an_escalated_incident_turns_fire_on_and_its_clear_turns_both_off(
+        broker, recorder, mqtt_sink, outbox, make_alert):
+    watcher = recorder(broker.port)
+    sink = mqtt_sink(broker.port)
+    sink.deliver(pending_event(outbox, make_alert(4, kind="smoke")))
+    sink.deliver(pending_event(outbox, make_alert(4, kind="fire", state=ESCALATED)))
+    sink.deliver(pending_event(outbox, make_alert(4, kind="fire", state=CLEARED)))
+    watcher.wait_for(lambda ms: len(watcher.payloads(BASE + "/cam1/smoke")) >= 2
+                     and len(watcher.payloads(BASE + "/cam1/fire")) >= 2)
+    assert watcher.payloads(BASE + "/cam1/smoke") == [b"ON", b"OFF"]
+    assert watcher.payloads(BASE + "/cam1/fire") == [b"ON", b"OFF"]
 
 
 def test_discovery_can_be_turned_off(broker, recorder, mqtt_sink, outbox, make_alert):

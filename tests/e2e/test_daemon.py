@@ -101,7 +101,9 @@ def test_kill_9_keeps_undelivered_alerts_and_a_restart_delivers_them(shared_dir,
     video, _ = synthetic_video(shared_dir)
     port = free_port()
     dead_port = free_port()  # nothing listens: every delivery fails and stays in the outbox
-    config = write_config(tmp_path, indent({"uri": "file://" + video}), "http://127.0.0.1:%d/alerts" % dead_port, port)
+    # no quiet time: the fire and the smoke segment are two incidents, four events to keep
+    config = write_config(tmp_path, indent({"uri": "file://" + video}), "http://127.0.0.1:%d/alerts" % dead_port, port,
+                          "detection:\n  clear_after_s: 0\n")
     daemon = DaemonProcess(config, env={"E2E_SECRET": SECRET}).start()
     try:
         wait_until(lambda: (metric(scrape(port), "firedetd_alerts_pending", sink="hook") or 0) >= 2, 120,

@@ -17,7 +17,8 @@ SINK = "hook"
 # and clears alerts about three times a second at full rate here (each raise with a snapshot): many real events in a
 # few seconds, yet fewer than a loaded 2-core machine delivers (about 12 a second), so a backlog drains.
 FLAPPING_DETECTION = {
-    "smoothing_alpha": 1.0, "cooldown_s": 0, "ongoing_interval_s": 2.0,
+    "smoothing_alpha": 1.0, "cooldown_s": 0, "ongoing_interval_s": 2.0, "clear_after_s": 0,
+    "motion": {"enabled": False},
     "fire": {"on": 0.5, "off": 0.5, "raise_frames": 4, "clear_frames": 8},
     "smoke": {"on": 0.5, "off": 0.5, "raise_frames": 4, "clear_frames": 8},
 }

@@ -66,3 +66,14 @@ def test_the_real_process_exits_2_with_one_line_on_stderr(name, command):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = proc.communicate(timeout=60)
     assert_one_line_error(path, proc.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
+
+
+GOOD = sorted(glob.glob(os.path.join(REPO, "tests", "data", "good-configs", "*.yaml")))
+
+
+@pytest.mark.parametrize("path", GOOD, ids=[os.path.basename(p) for p in GOOD])
+def test_a_good_but_unusual_config_passes_check_config(path, capsys):
+    code = cli.main(["check-config", "-c", path])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "error" not in captured.err

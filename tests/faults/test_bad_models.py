@@ -181,8 +181,10 @@ def test_a_plan_from_another_tensorrt_is_rebuilt_and_the_daemon_answers_as_the_m
     model_dir = tmp_path / "model"
     model_dir.mkdir()
     spec_path = tiny_fake_model(model_dir)
-    config_path = write_config(tmp_path, [{"name": "pattern", "source": "test://?pattern=smpte&fps=30&live=false"}],
-                               model={"spec": spec_path, "engine": "tensorrt", "max_batch": 1})
+    # the fake model's 8x8 input is no camera picture: the signal gate is off, every frame is decided
+    config_path = write_config(tmp_path, [{"name": "pattern", "source": "test://?pattern=ball&fps=30&live=false"}],
+                               model={"spec": spec_path, "engine": "tensorrt", "max_batch": 1},
+                               detection={"signal": {"enabled": False}})
     config = load_config(str(config_path), environ={})
     spec = load_spec(spec_path)
     gpu = FakeGpu()  # a Jetson Nano's: Tegra X1, sm 5.3
