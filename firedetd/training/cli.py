@@ -62,7 +62,11 @@ def add_subcommands(sub) -> None:
     study.add_argument("--work", type=Path, default=Path("runs/study"))
     study.add_argument("--shipped-run", type=Path, default=Path("runs/ship-v2-full"),
                        help="the training run whose best.pt was exported to engines/")
-    study.add_argument("--parts", default="shipped,backbones,lr,compression,latency,errors,thresholds")
+    study.add_argument("--parts", default="shipped,recipe,latency,errors,thresholds",
+                       help="comma-separated: shipped, recipe (the --recipe-runs), backbones, lr, compression, "
+                            "latency, errors, thresholds")
+    study.add_argument("--recipe-runs", default="",
+                       help="BACKBONE=RUN_DIR,...: finished `firedetd train` runs of the shipped recipe to compare")
     study.add_argument("--engines", type=Path, default=DEFAULT_ENGINES, help="the shipped model, timed with the rest")
     study.set_defaults(func=run_study)
 
@@ -157,8 +161,10 @@ def run_export(args) -> int:
 def run_study(args) -> int:
     from .study import run_study as study
 
+    pairs = [part.split("=", 1) for part in args.recipe_runs.split(",") if "=" in part]
+    recipe = [(backbone, Path(run_dir)) for backbone, run_dir in pairs]
     study(args.data, args.weights, args.results, args.work, args.shipped_run, args.parts.split(","), args.threads,
-          args.progress, args.engines)
+          args.progress, args.engines, recipe)
     return 0
 
 

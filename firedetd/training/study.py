@@ -327,12 +327,32 @@ def _brief(metrics: dict) -> dict:
     return {k: metrics[k] for k in keep if k in metrics}
 
 
+def record_recipe_runs(study: "Study", runs: list[tuple[str, Path]]) -> None:
+    """Score finished `firedetd train` runs of the v5 recipe (one per backbone: the same data, sampling,
+    augmentation, mining and schedule) on the test split: results/v5-<backbone>.json, the backbone comparison."""
+    for backbone, run_dir in runs:
+        name = f"v5-{backbone}"
+        if study.done(name) or not (run_dir / "best.pt").is_file():
+            continue
+        result = json.loads((run_dir / "result.json").read_text())
+        raw = result.get("config", {})
+        cfg = study.base_config(name, backbone=backbone, mode=raw.get("mode", "full"), lr=raw.get("lr", 2e-4),
+                                epochs=raw.get("epochs", len(result.get("history", []))))
+        summary = study.record(name, run_dir / "best.pt", backbone, result, "v5-backbones", cfg)
+        summary["temperature"] = result.get("temperature")
+        summary["val_none_false_alarm_by_source"] = result.get("val_none_false_alarm_by_source")
+        (study.results / f"{name}.json").write_text(json.dumps(summary, indent=2))
+
+
 def run_study(data: Path, weights: Path, results: Path, work: Path, shipped_run: Path, parts: list[str],
-              threads: int = 2, progress: bool = True, engines: Path = Path("engines")) -> None:
+              threads: int = 2, progress: bool = True, engines: Path = Path("engines"),
+              recipe_runs: list[tuple[str, Path]] | None = None) -> None:
     study = Study(data, weights, results, work, threads, progress)
     torch.set_num_threads(threads)
     if "shipped" in parts:
         study.record_shipped(shipped_run / "best.pt", shipped_run)
+    if "recipe" in parts:
+        record_recipe_runs(study, recipe_runs or [])
     if "backbones" in parts:
         study.compare_backbones()
     if "lr" in parts:

@@ -60,3 +60,50 @@ def test_early_stopper_waits_for_patience():
     assert not stopper.update(1, 0.85, 0.4) and not stopper.should_stop
     assert not stopper.update(2, 0.9, 0.35) and stopper.should_stop
     assert stopper.best_epoch == 0
+
+
+def test_sampling_balances_classes_and_lifts_small_sources():
+    from pathlib import Path
+
+    from firedetd.training.data import Sample
+    from firedetd.training.train import sampling_weights
+
+    samples = [Sample(Path("big_%d.jpg" % i), 2) for i in range(400)] + \
+        [Sample(Path("small_%d.jpg" % i), 2) for i in range(4)] + [Sample(Path("fire_%d.jpg" % i), 0) for i in range(50)]
+    cfg = TrainConfig(data=Path("."), out=Path("."))
+    w = sampling_weights(samples, cfg)
+    by = {name: w[[s.origin == name for s in samples]].sum() for name in ("big", "small", "fire")}
+    assert by["fire"] == pytest.approx(by["big"] + by["small"])            # class-balanced
+    assert by["small"] / by["big"] == pytest.approx((4 / 400) ** 0.5)      # sqrt of the size ratio, not 1/100
+
+
+def test_mining_draws_the_mistakes_more_often_and_none_alarms_most():
+    from firedetd.training.train import mined_weights
+
+    base = np.full(4, 0.25)
+    probs = np.array([[0.9, 0.05, 0.05], [0.2, 0.7, 0.1], [0.1, 0.1, 0.8], [0.6, 0.1, 0.3]])
+    labels = np.array([0, 0, 2, 2])   # right fire, fire called smoke, right none, none called fire
+    w = mined_weights(base, probs, labels, boost=4.0)
+    assert w.sum() == pytest.approx(1.0)
+    assert w[3] > w[1] > w[0] and w[1] > w[2]
+
+
+def test_the_fitted_temperature_recovers_how_overconfident_logits_are():
+    from firedetd.training.train import fit_temperature
+
+    rng = np.random.default_rng(0)
+    true_logits = rng.normal(0, 2, (4000, 3))
+    p = np.exp(true_logits) / np.exp(true_logits).sum(axis=1, keepdims=True)
+    labels = np.array([rng.choice(3, p=row) for row in p])
+    assert fit_temperature(true_logits * 2.5, labels) == pytest.approx(2.5, rel=0.1)
+
+
+def test_export_folds_the_checkpoints_temperature_into_the_head(tiny_run, tmp_path):
+    cfg, result = tiny_run
+    state = torch.load(cfg.out / "best.pt", weights_only=True)
+    assert state["temperature"] == pytest.approx(result["temperature"], abs=1e-4) and state["temperature"] > 0
+    plain = load_checkpoint(cfg.out / "best.pt", "mobilenetv2", calibrated=False)
+    folded = load_checkpoint(cfg.out / "best.pt", "mobilenetv2")
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        assert torch.allclose(folded(x), plain(x) / state["temperature"], atol=1e-5)
