@@ -68,8 +68,9 @@ def test_sampling_balances_classes_and_lifts_small_sources():
     from firedetd.training.data import Sample
     from firedetd.training.train import sampling_weights
 
-    samples = [Sample(Path("big_%d.jpg" % i), 2) for i in range(400)] + \
-        [Sample(Path("small_%d.jpg" % i), 2) for i in range(4)] + [Sample(Path("fire_%d.jpg" % i), 0) for i in range(50)]
+    samples = [Sample(Path("big_%d.jpg" % i), 2) for i in range(400)]
+    samples += [Sample(Path("small_%d.jpg" % i), 2) for i in range(4)]
+    samples += [Sample(Path("fire_%d.jpg" % i), 0) for i in range(50)]
     cfg = TrainConfig(data=Path("."), out=Path("."))
     w = sampling_weights(samples, cfg)
     by = {name: w[[s.origin == name for s in samples]].sum() for name in ("big", "small", "fire")}
