@@ -18,6 +18,8 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$PY" -m venv "$VENV"
   fi
 fi
+# numpy's OpenBLAS misdetects the Jetson's Cortex-A57 ("Illegal instruction" on import; numpy issues 18131, 18468)
+[ -f /etc/nv_tegra_release ] && export OPENBLAS_CORETYPE=ARMV8
 pyver=$("$VENV/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 pip() { "$VENV/bin/python" -m pip $PIP_QUIET --disable-pip-version-check "$@"; }
 
