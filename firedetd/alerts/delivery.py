@@ -107,6 +107,9 @@ class DeliveryThread(threading.Thread):
         self._wake_event = threading.Event()
         self._logged_error = None
         self._loop_failures = 0
+        # events the sink accepted whose "delivered" mark could not be written yet (a full disk): marked again,
+        # never sent again (a receiver would otherwise get the same event every retry until the disk has room)
+        self._accepted_unmarked = set()
 
     def wake(self) -> None:
         """Look at the outbox now (call after enqueueing)."""
@@ -169,12 +172,16 @@ class DeliveryThread(threading.Thread):
         return delay
 
     def _attempt(self, event):
-        try:
-            self.sink.deliver(event)
-        except Exception as e:  # a sink bug must not lose the event: it is retried like a failure
-            self._record_failure(event, e)
-            return
-        self.outbox.mark_delivered(self.sink.name, event["row_id"])
+        row_id = event["row_id"]
+        if row_id not in self._accepted_unmarked:
+            try:
+                self.sink.deliver(event)
+            except Exception as e:  # a sink bug must not lose the event: it is retried like a failure
+                self._record_failure(event, e)
+                return
+            self._accepted_unmarked.add(row_id)
+        self.outbox.mark_delivered(self.sink.name, row_id)   # an OutboxError here: the loop retries the mark
+        self._accepted_unmarked.discard(row_id)
         now = wall_ns()
         self.stats.record_delivered(now)
         if self._logged_error is not None:
