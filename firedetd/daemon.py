@@ -15,7 +15,7 @@ import threading
 
 from .clock import monotonic_ns
 from .config import host_port, load_config
-from .errors import EXIT_OK, ConfigError, FiredetdError
+from .errors import EXIT_FAILURE, EXIT_OK, ConfigError, FiredetdError
 from .httpserver import HttpEndpoint
 from .modelspec import load_spec
 from .pipeline import Pipeline
@@ -113,7 +113,7 @@ class Daemon(object):
             self.notifier.ready("watching %d camera(s)" % len(self.pipeline.captures))
             log.info("firedetd running: %d camera(s), engine %s (%s), state in %s", len(self.pipeline.captures),
                      self.pipeline.runner.engine.name, self.pipeline.runner.engine.provider, self.config.state_dir)
-            return self._loop()
+            code = self._loop()
         finally:
             self.notifier.stopping()
             if self.status_page is not None:
@@ -123,6 +123,8 @@ class Daemon(object):
                 self.http.stop()
             log.info("firedetd stopped: %d frame(s) decided", self.pipeline.postprocessor.decided
                      if self.pipeline.postprocessor else 0)
+        # alert events that neither the outbox nor the spill file took: say so in the exit status too
+        return EXIT_FAILURE if self.pipeline.lost_alerts and code == 0 else code
 
     def _start_http(self):
         if not self.config.http.enabled:

@@ -13,7 +13,7 @@ import threading
 
 from . import __version__, alerts
 from .alerts.delivery import DeliveryThread
-from .alerts.outbox import Outbox, OutboxWriter
+from .alerts.outbox import Outbox, OutboxWriter, read_spilled
 from .clock import monotonic_ns, wall_ns
 from .config import CameraDetectionConfig, redact_url
 from .errors import EngineError, FiredetdError, SourceError
@@ -28,7 +28,7 @@ from .signal_quality import PROBLEMS, REASONS, SignalGate
 from .sources import Geometry, create_source
 from .sources.capture import FAILED, FINISHED, CaptureThread
 from .sources.region import WatchedRegion
-from .statedir import lock_state_dir
+from .statedir import lock_state_dir, spill_path
 from .types import ALERT_STATES
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,7 @@ class Pipeline(object):
         self.postprocessor = None
         self.sensor_input = None
         self.state_lock = None
+        self.lost_alerts = 0   # alert events neither the outbox nor the spill file took at stop (exit status 1)
         self.fatal_error = None
         self.wake_event = threading.Event()  # set when the daemon loop should look: fatal error or sources done
         self._lock = threading.Lock()
@@ -106,6 +107,34 @@ class Pipeline(object):
         self._forget_removed_sinks([s.name for s in sinks])
         self.outbox.prune(wall_ns())
         self._replace_sinks(sinks)
+        self._store_spilled()
+
+    def _store_spilled(self):
+        """Alerts the last run kept in memory when its state disk was full, written to /dev/shm at its stop."""
+        path = spill_path(self.config.state_dir)
+        if not os.path.isfile(path):
+            return
+        alerts = read_spilled(path)
+        for alert in alerts:
+            self.writer.enqueue(alert)
+        if self.writer.flush_backlog(force=True):
+            os.unlink(path)
+            log.warning("alerts: stored %d alert event(s) the last run could not write to its full disk (%s)",
+                        len(alerts), path)
+
+    def _spill_backlog(self):
+        """At stop, with the disk still refusing: keep the in-memory alerts in /dev/shm for the next start."""
+        count = self.writer.backlog_size()
+        path = spill_path(self.config.state_dir)
+        try:
+            self.writer.spill(path)
+        except OSError as e:
+            self.lost_alerts = count
+            log.error("alerts: %d alert event(s) could not be stored (outbox: %s; %s: %s): they are lost",
+                      count, self.writer.last_error, path, e)
+            return
+        log.error("alerts: the outbox is still unwritable (%s); %d alert event(s) kept in %s, stored at the next "
+                  "start", self.writer.last_error, count, path)
 
     def _forget_removed_sinks(self, names):
         """Events pending for a sink that left the config can never be delivered: say so and let them go."""
@@ -365,7 +394,8 @@ class Pipeline(object):
         if self.postprocessor is not None:
             self.postprocessor.stop()
             self.postprocessor.join(left() * 0.5)
-            self.writer.flush_backlog(force=True)
+            if not self.writer.flush_backlog(force=True):
+                self._spill_backlog()
         for thread in self.deliveries.values():
             thread.stop(min(1.0, left()))
         for sink in self.sinks:

@@ -96,3 +96,14 @@ def _write_holder(fd):
         os.write(fd, text.encode("utf-8", "replace"))
     except OSError:
         pass   # the lock holds without the note
+
+
+def spill_path(state_dir):
+    """Where alerts the state disk refused at stop wait for the next start: a file in /dev/shm (memory: a full
+    state disk does not stop it, and it survives a service restart, not a reboot), named after the state dir."""
+    import hashlib
+    import tempfile
+
+    name = "firedetd-spill-%s.jsonl" % hashlib.sha256(os.path.abspath(state_dir).encode("utf-8")).hexdigest()[:12]
+    folder = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
+    return os.path.join(folder, name)

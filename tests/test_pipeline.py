@@ -94,3 +94,37 @@ def test_health_reports_a_dead_stage(make_config, spec):
         assert not report["ok"] and any("postprocess" in p for p in report["problems"])
     finally:
         pipeline.stop(5)
+
+
+def test_alerts_a_full_disk_kept_in_memory_at_stop_are_stored_by_the_next_start(make_config, spec):
+    """SIGTERM while the state disk is full: the alerts waiting in memory go to a spill file in /dev/shm and the
+    next start stores and delivers them (before: lost, exit 0, no log line)."""
+    import os
+
+    from firedetd.statedir import spill_path
+    from firedetd.types import RAISED, Alert
+
+    config = make_config({"cameras": [{"name": "x", "source": "test://?pattern=ball&fps=10"}],
+                          "http": {"enabled": False}})
+    path = spill_path(config.state_dir)
+    alert = Alert(id="a" * 32, camera="x", kind="fire", state=RAISED, started_ns=1, event_ns=2, score=0.9,
+                  peak_score=0.9, frame_seq=7, latency_ms=5.0, model="m", snapshot_jpeg=b"\xff\xd8jpeg")
+    first = Pipeline(config, spec, sink_factory=lambda cfg: [])
+    first.start()
+    try:
+        first.writer._backlog.append(alert)          # as the postprocessor leaves it while the disk says full
+        first.writer.outbox.close()                  # ...and the disk still refuses at stop
+    finally:
+        first.stop(5)
+    try:
+        assert os.path.isfile(path) and first.lost_alerts == 0
+        second = Pipeline(config, spec, sink_factory=lambda cfg: [])
+        second.start()
+        try:
+            stored = second.outbox.recent(5)
+        finally:
+            second.stop(5)
+        assert [e["event_key"] for e in stored] == [alert.event_key] and not os.path.exists(path)
+    finally:
+        if os.path.exists(path):
+            os.unlink(path)

@@ -453,6 +453,23 @@ class Outbox:
         return freed
 
 
+def read_spilled(path: str) -> List[Alert]:
+    """The alerts OutboxWriter.spill wrote to `path` (skipping lines a crash cut short)."""
+    import base64
+
+    alerts = []
+    with open(path) as f:
+        for line in f:
+            try:
+                row = json.loads(line)
+                if row.get("snapshot_jpeg"):
+                    row["snapshot_jpeg"] = base64.b64decode(row["snapshot_jpeg"])
+                alerts.append(Alert(**row))
+            except (ValueError, TypeError) as e:
+                log.error("outbox: skipped a damaged line of %s: %s", path, e)
+    return alerts
+
+
 class OutboxWriter:
     """Enqueues alerts into the outbox for the postprocessor, keeping them in a bounded in-memory backlog while
     the disk refuses writes, and storing them, in order, once it takes them again.
@@ -513,6 +530,29 @@ class OutboxWriter:
             if not self._backlog:
                 return True
             return self._flush_locked() if force else self._flush_when_due()
+
+    def spill(self, path: str) -> int:
+        """Write the alerts still waiting in memory (the disk refused them) to `path`, a file on another file
+        system (tmpfs), for the next start to store; return how many. Raises OSError if that fails too."""
+        import base64
+
+        with self._lock:
+            alerts = list(self._backlog)
+        if not alerts:
+            return 0
+        lines = []
+        for alert in alerts:
+            row = dict(alert.__dict__)
+            row["snapshot_jpeg"] = base64.b64encode(alert.snapshot_jpeg).decode("ascii") if alert.snapshot_jpeg \
+                else None
+            lines.append(json.dumps(row, sort_keys=True))
+        tmp = path + ".part"
+        with open(tmp, "w") as f:
+            f.write("\n".join(lines) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        return len(alerts)
 
     def _keep_in_backlog(self, alert):
         if len(self._backlog) >= self.max_alerts:
