@@ -20,9 +20,38 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 log = logging.getLogger(__name__)
 
 
+MAX_CONNECTIONS = 32     # threads a flood of connections may cost; more are answered 503 and closed at once
+IDLE_TIMEOUT_S = 10.0    # a connection that sends nothing (or stops reading) for this long is closed
+
+
 class _Server(ThreadingMixIn, HTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    max_connections = MAX_CONNECTIONS
+
+    def server_activate(self):
+        HTTPServer.server_activate(self)
+        self._slots = threading.BoundedSemaphore(self.max_connections)
+        self.refused = 0
+
+    def process_request(self, request, client_address):
+        # one thread per connection, but never more than max_connections: 600 idle connections used to cost
+        # 600 threads, and 1005 exhausted the unit's file descriptors
+        if not self._slots.acquire(blocking=False):
+            self.refused += 1
+            try:
+                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        ThreadingMixIn.process_request(self, request, client_address)
+
+    def process_request_thread(self, request, client_address):
+        try:
+            ThreadingMixIn.process_request_thread(self, request, client_address)
+        finally:
+            self._slots.release()
 
 
 class Response(object):
@@ -40,25 +69,26 @@ def json_response(obj, status=200):
 class HttpEndpoint(object):
     """Serves registered GET routes; /metrics and /healthz are always there."""
 
-    def __init__(self, host, port, registry, health):
+    def __init__(self, host, port, registry, health, max_connections=MAX_CONNECTIONS, idle_timeout_s=IDLE_TIMEOUT_S):
         self.routes = {}
         self.prefix_routes = []
         self.streams = {}
         self.routes["/metrics"] = lambda query: Response(200, generate_latest(registry), CONTENT_TYPE_LATEST)
         self.routes["/healthz"] = lambda query: self._health(health)
-        self._server = self._bind(host, port)
+        self._server = self._bind(host, port, max_connections, idle_timeout_s)
         self._thread = None
 
     @property
     def port(self):
         return self._server.server_address[1]
 
-    def _bind(self, host, port):
+    def _bind(self, host, port, max_connections, idle_timeout_s):
         endpoint = self
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            timeout = idle_timeout_s   # socket timeout: an idle keep-alive or a stalled client lets go
 
             def do_GET(self):
                 endpoint._handle(self)
@@ -66,7 +96,7 @@ class HttpEndpoint(object):
             def log_message(self, fmt, *args):
                 log.debug("http: " + fmt, *args)
 
-        server_class = type("Server", (_Server,), {"address_family": family})
+        server_class = type("Server", (_Server,), {"address_family": family, "max_connections": max_connections})
         return server_class((host, port), Handler)
 
     def _health(self, health):
