@@ -7,8 +7,11 @@ pycuda) happen inside each backend, never here.
 """
 
 import importlib
+import logging
 
 from ..errors import EngineError
+
+log = logging.getLogger(__name__)
 
 
 class Engine(object):
@@ -38,7 +41,8 @@ def load_backend(name):
 
 
 def tensorrt_usable():
-    """True when the tensorrt module imports and a CUDA GPU answers (what `engine: auto` asks)."""
+    """True when the tensorrt module imports, a CUDA GPU answers and pycuda or cuda-python imports (what
+    `engine: auto` asks)."""
     try:
         from .tensorrt import gpu_available
     except ImportError:
@@ -47,9 +51,20 @@ def tensorrt_usable():
 
 
 def choose_backend(model_config):
+    """The backend `model.engine` names; for `auto`, TensorRT when it can run here, else ONNX Runtime, with a
+    warning when TensorRT is installed but something it needs is not (a Nano whose pycuda build failed)."""
     if model_config.engine != "auto":
         return model_config.engine
-    return "tensorrt" if tensorrt_usable() else "onnxruntime"
+    try:
+        from .tensorrt import tensorrt_unusable_reason
+    except ImportError:
+        return "onnxruntime"
+    reason = tensorrt_unusable_reason()
+    if reason is None:
+        return "tensorrt"
+    if not reason.startswith("tensorrt does not import"):
+        log.warning("model.engine auto: TensorRT is installed but cannot run (%s); using ONNX Runtime", reason)
+    return "onnxruntime"
 
 
 def create_engine(spec, model_config, state_dir):

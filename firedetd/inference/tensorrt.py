@@ -77,14 +77,32 @@ def cuda_device_info(index=0):
     return DeviceInfo(name.value.decode("utf-8", "replace"), "%d.%d" % (major.value, minor.value))
 
 
-def gpu_available():
-    """True when tensorrt imports and a CUDA device answers; never raises (this is what `engine: auto` asks)."""
+def tensorrt_unusable_reason():
+    # type: () -> Optional[str]
+    """None when TensorRT can run here: tensorrt imports, a CUDA device answers, and pycuda or cuda-python imports
+    for its buffers; else why not. Never raises (this is what `engine: auto` asks)."""
     try:
         import tensorrt  # noqa: F401
+    except Exception as e:  # ImportError, or a broken install's OSError: either way, another backend
+        return "tensorrt does not import (%s)" % e
+    try:
         cuda_device_info(0)
-        return True
-    except Exception:  # any failure here just means "use another backend"
-        return False
+    except Exception as e:
+        return str(e)
+    try:
+        import pycuda.driver  # noqa: F401
+    except Exception as pycuda_error:   # on a Nano whose pycuda build failed, TensorRT imports but cannot run
+        try:
+            _import_cudart()
+        except Exception:
+            return "tensorrt imports but neither pycuda nor cuda-python does (pycuda: %s); %s" % (pycuda_error,
+                                                                                                 CUDA_HINT)
+    return None
+
+
+def gpu_available():
+    """True when TensorRT can run here (see tensorrt_unusable_reason); never raises."""
+    return tensorrt_unusable_reason() is None
 
 
 class _CudaMemory(object):

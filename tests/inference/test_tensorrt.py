@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 import threading
+import types
 
 import numpy as np
 import pytest
@@ -69,6 +70,10 @@ def test_auto_picks_tensorrt_when_it_imports_and_a_gpu_answers_else_onnxruntime(
 
     nano = trt_backend.DeviceInfo("NVIDIA Tegra X1", "5.3")
     monkeypatch.setattr(trt_backend, "cuda_device_info", lambda index=0: nano)
+    pycuda = types.ModuleType("pycuda")   # FAKE: only imported here, to tell that it is installed
+    pycuda.driver = types.ModuleType("pycuda.driver")
+    monkeypatch.setitem(sys.modules, "pycuda", pycuda)
+    monkeypatch.setitem(sys.modules, "pycuda.driver", pycuda.driver)
     assert choose_backend(ModelConfig(engine="auto")) == "tensorrt"
     assert choose_backend(ModelConfig(engine="onnxruntime")) == "onnxruntime"
 
@@ -353,3 +358,18 @@ def test_real_cuda_memory_round_trips_bytes_through_the_gpu():
         np.testing.assert_array_equal(back, host)
     finally:
         cuda.close()
+
+
+def test_auto_falls_back_to_onnxruntime_with_a_warning_when_pycuda_is_missing(installed_fake_trt, monkeypatch,
+                                                                             caplog):
+    # FAKE: tensorrt is the fake 8.2.1 module and the GPU answers as a Nano's; pycuda and cuda-python are made
+    # unimportable, as on a Nano whose pycuda build failed
+    from firedetd.inference import choose_backend
+
+    monkeypatch.setattr(trt_backend, "cuda_device_info", lambda index=0: trt_backend.DeviceInfo("NVIDIA Tegra X1",
+                                                                                                "5.3"))
+    for name in ("pycuda", "pycuda.driver", "cuda", "cuda.bindings", "cuda.cudart"):
+        monkeypatch.setitem(sys.modules, name, None)
+    caplog.set_level(logging.WARNING)
+    assert choose_backend(ModelConfig(engine="auto")) == "onnxruntime"
+    assert "TensorRT is installed but cannot run" in caplog.text and "pycuda" in caplog.text
