@@ -78,7 +78,6 @@ def cuda_device_info(index=0):
 
 
 def tensorrt_unusable_reason():
-    # type: () -> Optional[str]
     """None when TensorRT can run here: tensorrt imports, a CUDA device answers, and pycuda or cuda-python imports
     for its buffers; else why not. Never raises (this is what `engine: auto` asks)."""
     try:
