@@ -9,10 +9,18 @@ PY311=${PY311:-$(command -v python3.11 || command -v python3)}
 PY36=${PY36:-$( (pyenv root 2>/dev/null | sed 's|$|/versions/3.6.15/bin/python|') || true)}
 export PYTHONDONTWRITEBYTECODE=1
 
+echo "== system packages (GStreamer, mosquitto, Chromium, Prometheus, systemd, openssl)"
+# SKIP_SYSTEM_PACKAGES=1 when they are installed already (a developer machine); without them, the tests that
+# need one skip with the reason (scripts/system-packages.sh --list names them)
+[ "${SKIP_SYSTEM_PACKAGES:-0}" = 1 ] || scripts/system-packages.sh
+
 echo "== setup: Python 3.11 ($PY311)"
-# the CPU build of torch (an unpinned `torch` would pull a CUDA build of several GB)
+# torch 2.13.0, the CPU build these machines keep on disk (PIP_FIND_LINKS). From the public index alone that
+# version resolves to the CUDA build (about 20 nvidia packages, several GB): set TORCH_INDEX to PyTorch's CPU
+# index (https://download.pytorch.org/whl/cpu) where it is reachable and the CPU build is wanted.
 [ -x .venv/bin/python ] || "$PY311" -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check "torch==${TORCH_VERSION:-2.13.0}"
+.venv/bin/python -m pip install -q --disable-pip-version-check ${TORCH_INDEX:+--index-url "$TORCH_INDEX"} \
+  "torch==${TORCH_VERSION:-2.13.0}"
 scripts/setup.sh .venv "$PY311" "mqtt,test,train,federated"
 status=0
 
