@@ -269,7 +269,7 @@ def analyse_errors(data: Path, engines: Path, results: Path, progress: bool = Tr
     return record
 
 
-THRESHOLD_GRID_ON = (0.5, 0.6, 0.7)
+THRESHOLD_GRID_ON = (0.5, 0.6, 0.7, 0.8)
 THRESHOLD_GRID_RAISE = (2, 3, 5)  # fire's raise_frames; smoke's is one more, as shipped (smoke builds up slowly)
 
 

@@ -38,3 +38,40 @@ def write_mp4v(path, frames=12, width=160, height=120, fps=10.0, bgr=None):
         writer.write(bgr(i) if bgr else np.full((height, width, 3), (i * 20) % 256, np.uint8))
     writer.release()
     return str(path)
+
+
+def flapping_fire_video(source, block=15, cycles=30):
+    """The bundled house fire cut with black: `block` frames of fire, `block` of black, `cycles` times (MPEG-4 in
+    MP4, cached in the temp folder). Under thresholds that raise and clear fast, each cycle is one incident raised
+    and cleared, whatever the model's exact scores: its fire frames are fire, and black frames are never decided
+    (the signal gate), so they clear it. What alert-heavy fault tests need, without leaning on a model's
+    hesitation."""
+    import hashlib
+    import os
+    import tempfile
+
+    key = hashlib.sha256(("%s:%d:%d:%d" % (source, os.path.getsize(source), block, cycles)).encode()).hexdigest()
+    path = os.path.join(tempfile.gettempdir(), "firedetd-flapping-%s.mp4" % key[:12])
+    if os.path.isfile(path):
+        return path
+    cap = cv2.VideoCapture(source)
+    fire = []
+    while len(fire) < block * cycles:
+        ok, bgr = cap.read()
+        if not ok:
+            cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            continue
+        fire.append(bgr)
+    fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
+    cap.release()
+    height, width = fire[0].shape[:2]
+    black = np.zeros_like(fire[0])
+
+    def frame(i):
+        cycle, offset = divmod(i, 2 * block)
+        return fire[cycle * block + offset] if offset < block else black
+
+    part = "%s.%d.part.mp4" % (path, os.getpid())
+    write_mp4v(part, frames=2 * block * cycles, width=width, height=height, fps=fps, bgr=frame)
+    os.replace(part, path)
+    return path
