@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 HARDWARE_DECODER = "nvv4l2decoder"
 # Decoders that output NVMM memory, which videoconvert cannot read: kept out of decodebin for `decoder: software`.
 JETSON_DECODERS = ("nvv4l2decoder", "omxh264dec", "omxh265dec", "omxvp8dec", "omxvp9dec", "omxmpeg4videodec")
+# USB cameras' MJPEG: on JetPack 4.6 nvv4l2decoder decodes it only behind jpegparse with mjpeg=1, and nvjpegdec
+# hands out buffers nvvidconv must convert; decodebin, ranked up for H.264, would pick either as it comes. Like
+# jetson-utils, decode MJPEG on the CPU (jpegdec): a 640x480 frame costs about a millisecond.
+V4L2_SKIPPED_DECODERS = JETSON_DECODERS + ("nvjpegdec", "omxmjpegdec")
 PREROLL_TIMEOUT_S = 10.0
 _PULL_SLICE_S = 0.1         # a blocked read() still looks at the bus this often
 _AUTOPLUG_TRY, _AUTOPLUG_SKIP = 0, 2   # GstAutoplugSelectResult, which has no introspection data
@@ -83,8 +87,11 @@ def describe_pipeline(source_config: SourceConfig, geometry: Geometry, available
              "split. ! " + describe_model_branch(geometry, nvmm, live, sync, known_size)]
     if geometry.snapshot_width > 0:
         parts.append("split. ! " + describe_snapshot_branch(geometry, nvmm, live, sync, known_size))
-    skip = tuple(d for d in JETSON_DECODERS if d in available) if (
-        scheme in DECODING_SCHEMES and source_config.decoder == "software") else ()
+    skip = ()
+    if scheme == "v4l2":
+        skip = tuple(d for d in V4L2_SKIPPED_DECODERS if d in available)
+    elif scheme in DECODING_SCHEMES and source_config.decoder == "software":
+        skip = tuple(d for d in JETSON_DECODERS if d in available)
     # snapshots are never scaled up (a 426-wide stream stays 426 wide): the width is set from the input caps
     size_on_caps = (nvmm and known_size is None) or (not nvmm and geometry.snapshot_width > 0)
     return PipelinePlan(description="  ".join(parts), live=live, hardware_decoder=hardware, skip_decoders=skip,
@@ -94,6 +101,8 @@ def describe_pipeline(source_config: SourceConfig, geometry: Geometry, available
 def use_hardware_decoder(source_config: SourceConfig, available: Container[str]) -> bool:
     """Whether decodebin should prefer nvv4l2decoder; `decoder: hardware` without it is a permanent error."""
     if source_config.scheme not in DECODING_SCHEMES or source_config.decoder == "software":
+        return False
+    if source_config.scheme == "v4l2":   # raw or MJPEG from a USB camera: the CPU path (V4L2_SKIPPED_DECODERS)
         return False
     # The decoder's NVMM output can only be read by nvvidconv: one without the other is no use.
     if HARDWARE_DECODER in available and "nvvidconv" in available:

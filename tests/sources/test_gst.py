@@ -443,3 +443,13 @@ def test_a_live_reader_that_fell_behind_gets_the_newest_frame_and_counts_the_ski
     # without draining, the next frame would be the one right after `first` (a frame interval later)
     assert behind.pts_ns - first.pts_ns > 0.3e9
     assert source.frames_superseded >= 1
+
+
+def test_a_usb_camera_on_a_jetson_decodes_mjpeg_on_the_cpu_not_through_nvv4l2decoder():
+    # FAKE: the Jetson's element names are only listed, not run (none exist here)
+    plan = plan_for("v4l2:///dev/video0", JETSON | {"nvjpegdec"})
+    assert not plan.hardware_decoder and not plan.nvmm
+    assert {"nvv4l2decoder", "nvjpegdec"} <= set(plan.skip_decoders)
+    assert "nvvidconv" not in plan.description and "decodebin" in plan.description
+    rtsp = plan_for("rtsp://192.0.2.1/s", JETSON | {"nvjpegdec"})
+    assert rtsp.hardware_decoder and "nvv4l2decoder" not in rtsp.skip_decoders   # streams keep the hardware path
