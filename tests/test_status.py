@@ -192,3 +192,21 @@ def test_daemon_without_status_page_has_no_live_view_and_no_page(tmp_path):
     assert not thread.is_alive()
     assert daemon.pipeline.live_view is None and daemon.pipeline.postprocessor.live_view is None
     assert (page.status_code, status.status_code) == (404, 404)
+
+
+def test_the_live_view_outlines_a_cameras_masks_and_crop():
+    from firedetd.config import CameraConfig, CropConfig, MaskConfig, SourceConfig
+    from firedetd.status import camera_overlays
+
+    camera = CameraConfig(name="east", source=SourceConfig(uri="test://"),
+                          masks=(MaskConfig(polygon=((0.1, 0.1), (0.4, 0.1), (0.4, 0.4)), name="stove"),),
+                          crop=CropConfig(x=0.5, width=0.5))
+    overlays = camera_overlays([camera, CameraConfig(name="west", source=SourceConfig(uri="test://"))])
+    assert [name for name, _ in overlays["east"]] == ["stove", "watched region"] and "west" not in overlays
+    view = LiveView(LABELS, overlays=overlays)
+    prediction, tracker = decided("east", 1, (0.1, 0.1, 0.8), value=0)
+    view.update(prediction, tracker)
+    image = cv2.imdecode(np.frombuffer(view.jpeg("east", SnapshotConfig()).jpeg, np.uint8), cv2.IMREAD_COLOR)
+    amber = (image[..., 2] > 150) & (image[..., 1] > 120) & (image[..., 0] < 100)   # BGR (0, 215, 255)
+    cyan = (image[..., 0] > 150) & (image[..., 1] > 150) & (image[..., 2] < 100)    # BGR (255, 255, 0)
+    assert amber[:, : image.shape[1] // 2].any() and cyan[:, image.shape[1] // 2:].any()
