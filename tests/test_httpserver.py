@@ -20,8 +20,11 @@ def test_idle_connections_cost_at_most_the_cap_and_are_dropped_after_the_timeout
         before = threading.active_count()
         for _ in range(20):
             idle.append(socket.create_connection(("127.0.0.1", endpoint.port), timeout=5))
+        deadline = time.time() + 10   # the server accepts them one by one: wait until the 4 slots are taken
+        while threading.active_count() - before < 4 and time.time() < deadline:
+            time.sleep(0.05)
         time.sleep(0.3)
-        assert threading.active_count() - before <= 4
+        assert threading.active_count() - before == 4
         refused = requests.get("http://127.0.0.1:%d/metrics" % endpoint.port, timeout=5)
         assert refused.status_code == 503 and endpoint._server.refused >= 1
         time.sleep(1.5)   # the held ones time out
