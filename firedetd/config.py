@@ -292,7 +292,9 @@ class DetectionConfig:
     smoothing_alpha: float = option(0.5, doc="Exponential smoothing of probabilities: weight of the newest frame "
                                              "(1 = no smoothing).", minimum=0.01, maximum=1.0)
     fire: ThresholdConfig = option(factory=ThresholdConfig, doc="Fire thresholds.")
-    smoke: ThresholdConfig = option(factory=lambda: ThresholdConfig(on=0.6, off=0.35, raise_frames=4),
+    # smoke's `on` is higher: most of the model's false alarms on ordinary scenes are smoke (haze, steam, grey
+    # skies), and smoke builds up over seconds, so it can wait for a surer score (docs/model-report.md)
+    smoke: ThresholdConfig = option(factory=lambda: ThresholdConfig(on=0.8, off=0.35, raise_frames=4),
                                     doc="Smoke thresholds.")
     clear_after_s: float = option(30.0, doc="Quiet time: an incident clears only after neither fire nor smoke "
                                             "reached its `off` threshold for this long (media time). A fire that "

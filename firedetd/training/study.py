@@ -308,10 +308,31 @@ def sweep_thresholds(videos: Path, engines: Path, data: Path, results: Path, pro
                                         for e in v["events"]) + f", {v['false_alerts']} false"
                     for n, v in row["videos"].items()), flush=True)
     shipped = {"on": base.detection.fire.on, "raise_frames": base.detection.fire.raise_frames,
+               "smoke_on": base.detection.smoke.on, "smoke_raise_frames": base.detection.smoke.raise_frames,
                "smoothing_alpha": base.detection.smoothing_alpha, "off": base.detection.fire.off}
-    record = {"group": "thresholds", "shipped": shipped, "rows": rows}
+    record = {"group": "thresholds", "shipped": shipped, "rows": rows,
+              "per_class": per_class_threshold_grid(onnx_path, test_images, test_labels)}
     (results / "thresholds.json").write_text(json.dumps(record, indent=2))
     return record
+
+
+PER_CLASS_ON = (0.6, 0.7, 0.8, 0.9)
+
+
+def per_class_threshold_grid(onnx_path: Path, images, labels) -> list[dict]:
+    """For each pair of fire and smoke `on` thresholds, on single test images (no smoothing: the worst case):
+    the share of `none` images that reach either, and of fire and of smoke images that do (alarm recall)."""
+    from .ship import onnx_probabilities
+
+    probs = onnx_probabilities(onnx_path, images)
+    rows = []
+    for fire_on in PER_CLASS_ON:
+        for smoke_on in PER_CLASS_ON:
+            alarm = (probs[:, 0] >= fire_on) | (probs[:, 1] >= smoke_on)
+            rows.append({"fire_on": fire_on, "smoke_on": smoke_on,
+                         **{f"{name}_alarmed": round(float(alarm[labels == index].mean()), 4)
+                            for index, name in enumerate(("fire", "smoke", "none"))}})
+    return rows
 
 
 def _variant_note(name: str, params: dict) -> str:
