@@ -220,7 +220,7 @@ def main():
         json.dump(result, f, indent=2)
     print(json.dumps({"poor_signal": {k: v["incidents"] for k, v in result["poor_signal"].items()},
                       "looped_house_fire": {k: result["looped_house_fire"][k] for k in ("incidents", "first_alert_s")},
-                      "motion": {s: r.get("raised") for s, r in result["motion"].items() if "still" in s}},
+                      "motion": {s: r["raised"] for s, r in result["motion"].items() if ": still" in s}},
                      indent=2))
 
 
