@@ -32,6 +32,15 @@ def add_config_arguments(parser):
     parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
 
 
+def section(raw, key):
+    """raw[key] as a mapping to write an override into: an empty key (`http:` with nothing under it) becomes {};
+    a value of the wrong type is left for validation to name."""
+    value = raw.get(key)
+    if value is None:
+        value = raw[key] = {}
+    return value if isinstance(value, dict) else {}
+
+
 def apply_overrides(raw, args):
     """The command-line overrides, applied to the parsed YAML before validation."""
     raw = copy.deepcopy(raw) if raw else {}
@@ -39,23 +48,21 @@ def apply_overrides(raw, args):
         return raw  # validation reports the wrong top-level type
     if args.source:
         cameras = raw.get("cameras") or []
-        name = cameras[0].get("name", "cam0") if cameras and isinstance(cameras[0], dict) else "cam0"
+        first = cameras[0] if isinstance(cameras, list) and cameras else None
+        name = first.get("name", "cam0") if isinstance(first, dict) else "cam0"
         source = {"uri": args.source}
         if getattr(args, "loop", False):
             source["loop"] = True
         raw["cameras"] = [{"name": name, "source": source}]
     if args.webhook:
-        alerts = raw.setdefault("alerts", {}) or {}
-        raw["alerts"] = alerts
-        hooks = list(alerts.get("webhooks") or [])
+        alerts = section(raw, "alerts")
+        hooks = list(alerts.get("webhooks") or []) if isinstance(alerts.get("webhooks") or [], list) else []
         hooks.extend({"url": url, "name": "cli%d" % i} for i, url in enumerate(args.webhook))
         alerts["webhooks"] = hooks
     if args.metrics_addr:
-        raw.setdefault("http", {})
-        raw["http"]["addr"] = args.metrics_addr
+        section(raw, "http")["addr"] = args.metrics_addr
     if args.engine:
-        raw.setdefault("model", {})
-        raw["model"]["engine"] = args.engine
+        section(raw, "model")["engine"] = args.engine
     if args.state_dir:
         raw["state_dir"] = args.state_dir
     if args.log_level:

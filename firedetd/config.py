@@ -661,7 +661,8 @@ def read_yaml(path):
         kind = "YAML error" if isinstance(e, yaml.constructor.ConstructorError) else "YAML syntax error"
         raise ConfigError("%s: %s: %s" % (where, kind, e.problem or e.context))
     except yaml.YAMLError as e:
-        raise ConfigError("%s: YAML error: %s" % (path, e))
+        # reader errors (a NUL byte, a control character) carry a position, not a mark: keep it to one line
+        raise ConfigError("%s: YAML error: %s" % (path, " ".join(str(e).split())))
 
 
 def default_camera():

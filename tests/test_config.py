@@ -165,3 +165,28 @@ def test_an_empty_or_unreadable_signing_secret_is_refused(tmp_path):
     for keys, environ, message in cases:
         with pytest.raises(ConfigError, match="alerts.webhooks\\[0\\].secret_.*" + message):
             build_config({"alerts": {"webhooks": [dict(keys, url="http://127.0.0.1:9/")]}}, environ=environ)
+
+
+@pytest.mark.parametrize("yaml_text,flags", [
+    ("http:\nlog_level: info\n", ["--metrics-addr", "127.0.0.1:9999"]),          # an empty section
+    ("alerts:\n", ["--webhook", "http://127.0.0.1:9/x"]),
+    ("cameras:\n  name: a\n  source: test://\n", ["--source", "test://?pattern=ball"]),   # a mapping, not a list
+])
+def test_command_line_overrides_on_unusual_files_are_no_internal_error(tmp_path, capsys, yaml_text, flags):
+    from firedetd import cli
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml_text)
+    code = cli.main(["check-config", "-c", str(path), "--state-dir", str(tmp_path / "s")] + flags)
+    err = capsys.readouterr().err
+    assert code == 0 and "internal error" not in err, err
+
+
+def test_a_nul_byte_is_one_line_naming_the_file(tmp_path, capsys):
+    from firedetd import cli
+
+    path = tmp_path / "nul.yaml"
+    path.write_bytes(b"log_level: info\x00\n")
+    assert cli.main(["check-config", "-c", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nul.yaml: YAML error: unacceptable character #x0000" in err[0]
