@@ -16,6 +16,11 @@ def _import_onnxruntime():
         import onnxruntime
     except ImportError as e:
         raise EngineError("model.engine: onnxruntime is not installed (%s); pip install onnxruntime" % e)
+    # telemetry is on by default in some builds: events queued under ~/.cache/Microsoft, and a warning on every
+    # command for a service user without a writable home. A fire alarm phones nowhere.
+    disable = getattr(onnxruntime, "disable_telemetry_events", None)
+    if disable is not None:
+        disable()
     return onnxruntime
 
 

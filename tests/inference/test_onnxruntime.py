@@ -112,3 +112,13 @@ def test_shipped_model_reproduces_its_recorded_recall_on_every_test_image(spec, 
     recorded = read_json(spec.spec_path)["metrics"]["test"]["fp32"]["per_class"][label]["recall"]
     assert len(paths) > 100
     assert recall == pytest.approx(recorded, abs=0.01) and recall > 0.8
+
+
+def test_onnxruntime_telemetry_is_turned_off_where_the_engine_imports_it(monkeypatch):
+    import onnxruntime
+
+    from firedetd.inference.onnxruntime import _import_onnxruntime
+
+    calls = []
+    monkeypatch.setattr(onnxruntime, "disable_telemetry_events", lambda: calls.append(True), raising=False)
+    assert _import_onnxruntime() is onnxruntime and calls == [True]
