@@ -40,6 +40,8 @@ def add_subcommands(sub) -> None:
     train.add_argument("--max-per-class", type=int, default=0, help="use only N images per class (quick runs)")
     train.add_argument("--source-power", type=float, default=0.5,
                        help="inside a class, draw each source (file prefix) in proportion to its size ** this")
+    train.add_argument("--class-weights", default="fire=1,smoke=1,none=1",
+                       help="how often each class is drawn, relative to the others")
     train.add_argument("--mining-epochs", default="5,9,12",
                        help="before these epochs (1-based, comma-separated; '' for none) re-weight the training "
                             "images by how wrong the model is on them")
@@ -138,7 +140,8 @@ def run_train(args) -> int:
                       epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, size=args.size,
                       patience=args.patience, seed=args.seed, threads=args.threads,
                       max_per_class=args.max_per_class, progress=args.progress, source_power=args.source_power,
-                      mining_epochs=parse_epochs(args.mining_epochs), mining_boost=args.mining_boost))
+                      mining_epochs=parse_epochs(args.mining_epochs), mining_boost=args.mining_boost,
+                      class_weights=parse_class_weights(args.class_weights)))
     return 0
 
 
@@ -148,6 +151,22 @@ def parse_epochs(text: str) -> tuple[int, ...]:
         return tuple(int(part) for part in text.split(",") if part.strip())
     except ValueError:
         raise SystemExit(f"firedetd: --mining-epochs {text!r}: expected comma-separated epoch numbers")
+
+
+def parse_class_weights(text: str) -> tuple[float, ...]:
+    """'fire=1,smoke=1.5,none=1' -> (1.0, 1.5, 1.0) in label order; unnamed classes weigh 1."""
+    from .data import LABELS
+
+    weights = dict.fromkeys(LABELS, 1.0)
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, value = part.partition("=")
+        if name not in weights:
+            raise SystemExit(f"firedetd: --class-weights: unknown class {name!r}; classes: {', '.join(LABELS)}")
+        try:
+            weights[name] = float(value)
+        except ValueError:
+            raise SystemExit(f"firedetd: --class-weights: {part!r} is not CLASS=NUMBER")
+    return tuple(weights[label] for label in LABELS)
 
 
 def run_export(args) -> int:

@@ -49,6 +49,8 @@ class TrainConfig:
     # within a class, a source is drawn in proportion to (its image count) ** source_power: 1 = as the folder
     # holds them, 0 = every source alike; 0.5 lifts small sources without repeating their few images endlessly
     source_power: float = 0.5
+    # how often each class is drawn, relative to the others (all 1: equally often)
+    class_weights: tuple[float, ...] = (1.0, 1.0, 1.0)
     # hard-example mining: before these epochs (1-based) the model scores every training image (clean view) and
     # the ones it gets wrong, `none` called fire or smoke first of all, are drawn up to 1 + mining_boost as often
     mining_epochs: tuple[int, ...] = ()
@@ -84,8 +86,9 @@ def none_images(samples: list[Sample], images: list[np.ndarray]) -> list[np.ndar
 
 
 def sampling_weights(samples: list[Sample], cfg: TrainConfig) -> np.ndarray:
-    """Class- and source-balanced sampling: each class drawn equally often; inside a class each source (file-name
-    prefix) in proportion to its size ** source_power; rare hard cases (distant plumes) more often still."""
+    """Class- and source-balanced sampling: each class drawn as often as its class weight says (equally by default);
+    inside a class each source (file-name prefix) in proportion to its size ** source_power; rare hard cases
+    (distant plumes) more often still."""
     groups: dict[tuple[int, str], int] = {}
     for s in samples:
         groups[(s.label, s.origin)] = groups.get((s.label, s.origin), 0) + 1
@@ -93,7 +96,7 @@ def sampling_weights(samples: list[Sample], cfg: TrainConfig) -> np.ndarray:
     for (label, _), n in groups.items():
         class_mass[label] = class_mass.get(label, 0.0) + n ** cfg.source_power
     weights = np.array([groups[(s.label, s.origin)] ** cfg.source_power / groups[(s.label, s.origin)]
-                        / class_mass[s.label] for s in samples])
+                        / class_mass[s.label] * cfg.class_weights[s.label] for s in samples])
     weights *= np.array([cfg.rare_weight if s.origin in cfg.rare_origins else 1.0 for s in samples])
     return weights / weights.sum()
 

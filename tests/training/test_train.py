@@ -76,6 +76,11 @@ def test_sampling_balances_classes_and_lifts_small_sources():
     by = {name: w[[s.origin == name for s in samples]].sum() for name in ("big", "small", "fire")}
     assert by["fire"] == pytest.approx(by["big"] + by["small"])            # class-balanced
     assert by["small"] / by["big"] == pytest.approx((4 / 400) ** 0.5)      # sqrt of the size ratio, not 1/100
+    from dataclasses import replace
+
+    heavy = sampling_weights(samples, replace(cfg, class_weights=(2.0, 1.0, 1.0)))
+    fire_share = heavy[[s.origin == "fire" for s in samples]].sum()
+    assert fire_share == pytest.approx(2 / 3)                              # fire drawn twice as often as none
 
 
 def test_mining_draws_the_mistakes_more_often_and_none_alarms_most():
