@@ -106,3 +106,20 @@ def test_the_shipped_model_alerts_within_two_seconds_on_the_labelled_video_and_n
     assert report["events"][0]["time_to_alert_s"] <= 2.0   # the fire as fire
     assert report["false_alerts"] == [] and report["frames"] >= 990 and report["dropped"] == 0
     assert report["frame_rates"]["none"]["alarm_rate"] < 0.05
+
+
+def test_eval_scores_a_folder_of_images_by_class_with_the_shipped_model(tmp_path, shared_dir, capsys):
+    import glob
+    import shutil
+
+    for label in ("fire", "none"):
+        (tmp_path / label).mkdir()
+        for path in sorted(glob.glob(os.path.join(shared_dir, "data", "fire-smoke", "test", label, "*.jpg")))[::40]:
+            shutil.copy(path, str(tmp_path / label))
+    code = cli.main(["eval", "--images", str(tmp_path), "--json", "--no-progress", "--state-dir",
+                     str(tmp_path / "state")])
+    result = json.loads(capsys.readouterr().out)["images"]
+    counts = {k: len(os.listdir(str(tmp_path / k))) for k in ("fire", "none")}
+    assert code == 0 and result["images"] == sum(counts.values())
+    assert {k: v["count"] for k, v in result["per_class"].items()} == counts
+    assert result["accuracy"] > 0.8 and result["none_called_alarm"] is not None
