@@ -78,8 +78,20 @@ def config_from_args(args, environ=None):
         return build_config(apply_overrides(raw, args), environ)
     except ConfigError as e:
         if args.config:
-            raise ConfigError("%s: %s" % (args.config, e))
+            raise ConfigError("%s: %s" % (config_where(args.config, str(e)), e))
         raise
+
+
+def config_where(path, message):
+    """`path:LINE` for an error about a key given in the file, else `path`."""
+    from .config import key_lines, line_of_error
+
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            line = line_of_error(message, key_lines(f.read()))
+    except (OSError, UnicodeDecodeError):
+        line = None
+    return "%s:%d" % (path, line) if line else path
 
 
 def setup_logging(level, debug=False):
@@ -283,7 +295,8 @@ def main(argv=None):
         message = str(e)
         config_path = getattr(args, "config", None)
         if config_path and e.exit_code == EXIT_USAGE and config_path not in message:
-            message = "%s: %s" % (config_path, message)   # a key path means little without the file it is in
+            # a key path means little without the file it is in, and the line of the key
+            message = "%s: %s" % (config_where(config_path, message), message)
         sys.stderr.write("firedetd: error: %s\n" % message)
         return e.exit_code
     except KeyboardInterrupt:

@@ -665,6 +665,56 @@ def read_yaml(path):
         raise ConfigError("%s: YAML error: %s" % (path, " ".join(str(e).split())))
 
 
+def key_lines(text):
+    """{key path tuple: 1-based line} of every mapping key and list item in YAML text, e.g.
+    ("cameras", 1, "source", "uri") -> 7; {} when the text does not compose (its error is reported elsewhere)."""
+    import yaml
+
+    try:
+        root = yaml.compose(text, Loader=yaml_loader())
+    except yaml.YAMLError:
+        return {}
+    lines = {}
+
+    def walk(node, path):
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                child = path + (key_node.value,)
+                lines.setdefault(child, key_node.start_mark.line + 1)
+                walk(value_node, child)
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                child = path + (index,)
+                lines.setdefault(child, item.start_mark.line + 1)
+                walk(item, child)
+
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def parse_key_path(text):
+    """"cameras[1].source.uri" -> ("cameras", 1, "source", "uri")."""
+    parts = []
+    for name, index in re.findall(r"([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]", text):
+        parts.append(int(index) if index else name)
+    return tuple(parts)
+
+
+def line_of_error(message, lines):
+    """The file line of the key an error message starts with (`key.path: ...`), or of its nearest parent given
+    in the file; None when the key is not in the file (a default, or an error without a key path)."""
+    match = re.match(r"^([A-Za-z_][A-Za-z0-9_.\[\]]*): ", message)
+    if not match or not lines:
+        return None
+    path = parse_key_path(match.group(1))
+    while path:
+        if path in lines:
+            return lines[path]
+        path = path[:-1]
+    return None
+
+
 def default_camera():
     return CameraConfig(name="sample", source=SourceConfig(uri="file://" + paths.sample_video_path()))
 

@@ -190,3 +190,16 @@ def test_a_nul_byte_is_one_line_naming_the_file(tmp_path, capsys):
     assert cli.main(["check-config", "-c", str(path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nul.yaml: YAML error: unacceptable character #x0000" in err[0]
+
+
+def test_a_config_error_names_the_line_of_its_key_or_its_nearest_parent(tmp_path, capsys):
+    from firedetd import cli
+
+    path = tmp_path / "lines.yaml"
+    path.write_text("# a comment\nlog_level: info\ncameras:\n  - name: east\n    source: test://?pattern=ball\n"
+                    "  - name: west\n    source:\n      uri: test://?pattern=ball\n      transport: tpc\n")
+    assert cli.main(["check-config", "-c", str(path)]) == 2
+    assert "lines.yaml:9: cameras[1].source.transport: 'tpc' is not one of" in capsys.readouterr().err
+    path.write_text("detection:\n  smoke:\n    on: 0.2\n")    # off (a default) exceeds on: the line of `smoke`
+    assert cli.main(["check-config", "-c", str(path)]) == 2
+    assert "lines.yaml:2: detection.smoke.off" in capsys.readouterr().err
