@@ -21,8 +21,9 @@ alerts:
       secret_env: FIREDETD_WEBHOOK_SECRET
 ```
 
-Errors name the key path and exit with status 2, e.g.
-`cameras[0].source.uri: unsupported scheme 'htp' (did you mean 'http'?)`.
+Errors name the file, the line and the key path and exit with status 2, e.g.
+`firedetd.yaml:7: cameras[0].source.uri: unsupported scheme 'htp' (did you mean 'http'?)`. A key given
+twice, `.nan` or `.inf` are errors too.
 Secrets are never read from the YAML itself: `secret_env` / `secret_file` / `password_env` name where
 they are. `firedetd check-config -c FILE` validates a file and the model it names.
 
