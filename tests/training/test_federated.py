@@ -101,7 +101,7 @@ def tiny_federation(tmp_path_factory):
 
     work = tmp_path_factory.mktemp("federated")
     cfg = FederatedConfig(data=Path(SHARED) / "data" / "fire-smoke", work=work, weights=Path(SHARED) / "weights",
-                          clients=2, alpha=0.5, rounds=2, local_epochs=3, lr=3e-3, head_views=1, size=96,
+                          clients=2, alpha=0.5, rounds=2, local_epochs=3, lr=1e-3, head_views=1, size=96,
                           max_per_class=10, threads=2)
     return cfg, simulate(cfg, "127.0.0.1:%d" % free_port(), timeout_s=600)
 
