@@ -148,6 +148,7 @@ class _PyCudaMemory(_CudaMemory):
         cuda.init()
         self._context = cuda.Device(device_index).retain_primary_context()
         self._allocations = {}
+        self._pinned = []   # page-locked host arrays, freed at close while the context still exists
         self._lock = threading.Lock()
         with self.activated():
             self._stream = cuda.Stream()
@@ -162,7 +163,10 @@ class _PyCudaMemory(_CudaMemory):
             self._cuda.Context.pop()
 
     def host_empty(self, shape, dtype):
-        return self._cuda.pagelocked_empty(shape, dtype)
+        array = self._cuda.pagelocked_empty(shape, dtype)
+        with self._lock:
+            self._pinned.append(array)
+        return array
 
     def device_alloc(self, nbytes):
         allocation = self._cuda.mem_alloc(max(int(nbytes), 1))
@@ -188,6 +192,11 @@ class _PyCudaMemory(_CudaMemory):
             for allocation in self._allocations.values():
                 allocation.free()
             self._allocations.clear()
+            # page-locked memory is otherwise freed whenever its array is collected, possibly after the context
+            # below is gone (a cuMemFreeHost error at exit) or never, while the daemon holds a reference
+            for array in self._pinned:
+                array.base.free()
+            self._pinned = []
             self._stream = None
         self._context.detach()
 
