@@ -13,7 +13,11 @@ echo "== system packages (GStreamer, mosquitto, Chromium, Prometheus, systemd, o
 # SKIP_SYSTEM_PACKAGES=1 when they are installed already (a developer machine); without them, the tests that
 # need one skip with the reason (scripts/system-packages.sh --list names them)
 [ "${SKIP_SYSTEM_PACKAGES:-0}" = 1 ] || scripts/system-packages.sh
-
+# with every system package there, a test that skips for a missing one fails instead (tests/conftest.py):
+# a green run then means every test that can run on this machine ran
+if [ -z "$(scripts/system-packages.sh --missing)" ]; then
+  export FIREDETD_STRICT_SKIPS=${FIREDETD_STRICT_SKIPS:-1}
+fi
 echo "== setup: Python 3.11 ($PY311)"
 # torch 2.13.0, the CPU build these machines keep on disk (PIP_FIND_LINKS). From the public index alone that
 # version resolves to the CUDA build (about 20 nvidia packages, several GB): set TORCH_INDEX to PyTorch's CPU
