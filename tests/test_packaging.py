@@ -54,8 +54,8 @@ def test_firedetd_installed_from_the_wheel_runs_from_another_directory(installed
                            cwd=str(tmp_path), stdout=subprocess.PIPE, check=True).stdout.decode().split()
     assert all(path.startswith(str(venv)) for path in where), where   # the wheel's files, not the checkout's
     result = subprocess.run([str(venv / "bin" / "firedetd"), "run", "--max-frames", "50", "--state-dir",
-                             str(tmp_path / "state"), "--metrics-addr", "127.0.0.1:%d" % free_port()], cwd=str(tmp_path),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=300)
+                             str(tmp_path / "state"), "--metrics-addr", "127.0.0.1:%d" % free_port()],
+                            cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=300)
     log = result.stderr.decode()
     assert result.returncode == 0, log
     assert "--max-frames 50 reached" in log and "sample" in log

@@ -16,6 +16,9 @@ from firedetd.sources import EndOfStream, Geometry
 from firedetd.sources.opencv import OpenCVSource, SyntheticVideo, scale_to_model, scale_to_snapshot
 from firedetd.sources.uri import parse_test_uri
 
+SAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "samples",
+                      "furg_house6.mp4")
+
 SMALL_RGB = Geometry(64, 48, "RGB", "stretch", 0)
 
 
@@ -210,3 +213,24 @@ def test_rtsp_frames_arrive_and_a_lost_server_raises_source_error(rtsp_server):
     finally:
         source.close()
     assert rtsp_server.url in str(err.value) and not err.value.permanent
+
+
+def test_the_opencv_fallback_hands_the_model_the_frames_gstreamer_does():
+    """Both backends decode and scale the bundled video to the same model input (to within 3 grey levels on
+    average), so a machine without PyGObject decides what one with it decides."""
+    pytest.importorskip("gi", reason="PyGObject/GStreamer not importable here")
+    from firedetd.sources import Geometry, gst_available, load_backend
+
+    if not gst_available():
+        pytest.skip("PyGObject/GStreamer not importable here")
+    geometry = Geometry(224, 224, "RGB", "stretch", 0)
+    frames = {}
+    for backend in ("opencv", "gst"):
+        source = load_backend(backend)(SourceConfig(uri="file://" + SAMPLE), geometry)
+        source.open()
+        try:
+            frames[backend] = [source.read(5).image.astype(np.float32) for _ in range(10)]
+        finally:
+            source.close()
+    differences = [float(np.abs(a - b).mean()) for a, b in zip(frames["opencv"], frames["gst"])]
+    assert max(differences) < 3.0, differences
