@@ -164,8 +164,11 @@ def test_outbox_at_its_size_cap_drops_old_snapshots_but_delivers_every_alert(tmp
                    outbox_bytes=metric(values, "firedetd_outbox_bytes"))
     assert dropped_while_down >= 3
     assert len(keys) == total(values, "firedetd_alert_events_total")
-    # the oldest pictures went first: the raised events without one are the first ones
-    assert without_snapshot and without_snapshot == list(range(len(without_snapshot)))
+    # the oldest pictures went first: the raised events without one are the first ones, except at most the one
+    # event the sink had already read (snapshot and all; it reads one at a time) when the cap dropped its picture
+    assert without_snapshot
+    kept_among_oldest = sorted(set(range(without_snapshot[-1] + 1)) - set(without_snapshot))
+    assert len(kept_among_oldest) <= 1, kept_among_oldest
     assert raised[-1]["snapshot"] is not None
     assert len(without_snapshot) <= metric(values, "firedetd_outbox_snapshots_dropped_total")
     assert_delivered_in_outbox_order(outbox_path(tmp_path), alerts)
