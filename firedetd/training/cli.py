@@ -47,6 +47,9 @@ def add_subcommands(sub) -> None:
                             "images by how wrong the model is on them")
     train.add_argument("--mining-boost", type=float, default=4.0, help="hard examples drawn up to 1 + this as often")
     train.add_argument("--out", type=Path, default=Path("runs/train"))
+    train.add_argument("--finish", action="store_true",
+                       help="a run cut off before its last epoch: score OUT's best.pt (same options as the run) and "
+                            "write its result.json, without training")
     train.set_defaults(func=run_train)
 
     export = sub.add_parser("export", help="export a checkpoint to engines/ (ONNX FP32 + INT8 + spec)")
@@ -141,7 +144,7 @@ def run_train(args) -> int:
                       patience=args.patience, seed=args.seed, threads=args.threads,
                       max_per_class=args.max_per_class, progress=args.progress, source_power=args.source_power,
                       mining_epochs=parse_epochs(args.mining_epochs), mining_boost=args.mining_boost,
-                      class_weights=parse_class_weights(args.class_weights)))
+                      class_weights=parse_class_weights(args.class_weights), finish=args.finish))
     return 0
 
 

@@ -58,6 +58,7 @@ class TrainConfig:
     max_per_class: int = 0           # 0 = all; small numbers make quick tests
     feature_cache: Path | None = None  # head mode: reuse the frozen backbone's features across runs (LR sweep)
     progress: bool = True
+    finish: bool = False             # score the run's best.pt and write result.json; no training (a cut-off run)
     augment: A.AugmentConfig = field(default_factory=A.AugmentConfig)
 
 
@@ -197,18 +198,21 @@ def train(cfg: TrainConfig) -> dict:
     seed_everything(cfg.seed)
     torch.set_num_threads(cfg.threads)
     cfg.out.mkdir(parents=True, exist_ok=True)
+    recorded = history_of_cut_off_run(cfg.out) if cfg.finish else None
     train_samples = limit_per_class(list_split(cfg.data, "train"), cfg.max_per_class)
     val_samples = limit_per_class(list_split(cfg.data, "val"), cfg.max_per_class)
     for split, samples in (("train", train_samples), ("val", val_samples)):
         print(format_counts(split, samples), flush=True)
-    train_images = load_images(train_samples, progress=cfg.progress)
+    train_images = [] if cfg.finish else load_images(train_samples, progress=cfg.progress)
     val_images = load_images(val_samples, progress=cfg.progress)
     val_labels = np.array([s.label for s in val_samples])
 
     pretrained = cfg.weights if cfg.mode != "scratch" else None
     model = build_classifier(cfg.backbone, len(LABELS), pretrained).to(memory_format=FAST_FORMAT)
     started = time.time()
-    if cfg.mode == "head":
+    if recorded is not None:
+        history = recorded
+    elif cfg.mode == "head":
         history = fit_head_on_cached_features(model, train_samples, train_images, val_images, val_labels, cfg)
     else:
         history = fit_network(model, train_samples, train_images, val_images, val_labels, cfg)
@@ -221,7 +225,8 @@ def train(cfg: TrainConfig) -> dict:
     result = {
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
         "parameters": count_parameters(model),
-        "train_seconds": round(time.time() - started, 1),
+        "train_seconds": None if cfg.finish else round(time.time() - started, 1),
+        "finished_from_checkpoint": cfg.finish,
         "epochs_run": len(history),
         "best_epoch": max(range(len(history)), key=lambda i: (history[i].get("val_score", history[i]["val_accuracy"]),
                                                               -history[i]["val_loss"])),
@@ -235,8 +240,19 @@ def train(cfg: TrainConfig) -> dict:
     (cfg.out / "result.json").write_text(json.dumps(result, indent=2))
     print(f"{cfg.backbone}/{cfg.mode} lr={cfg.lr:g}: val accuracy {val['accuracy']:.4f}, "
           f"none false alarms {val['none_false_alarm_rate']:.4f}, temperature {temperature:.3f}, "
-          f"{result['train_seconds']:.0f} s", flush=True)
+          + ("finished from its checkpoint" if cfg.finish else f"{result['train_seconds']:.0f} s"), flush=True)
     return result
+
+
+def history_of_cut_off_run(out: Path) -> list[dict]:
+    """The epochs a run stopped before its end (killed, machine lost) recorded: its best.pt and history.json
+    are written after every epoch, so `--finish` scores that checkpoint instead of training again."""
+    missing = [name for name in ("best.pt", "history.json") if not (out / name).is_file()]
+    if missing:
+        raise SystemExit(f"firedetd train --finish: {out} has no {' or '.join(missing)}; nothing to finish")
+    history = json.loads((out / "history.json").read_text())
+    print(f"finishing {out} from its best checkpoint after {len(history)} recorded epoch(s)", flush=True)
+    return history
 
 
 def none_false_alarms_by_source(samples: list[Sample], logits: np.ndarray) -> dict[str, dict]:

@@ -113,3 +113,27 @@ def test_export_folds_the_checkpoints_temperature_into_the_head(tiny_run, tmp_pa
     x = torch.randn(2, 3, 96, 96)
     with torch.no_grad():
         assert torch.allclose(folded(x), plain(x) / state["temperature"], atol=1e-5)
+
+
+def test_finish_scores_a_cut_off_runs_best_checkpoint_as_the_run_would_have(tiny_run, tmp_path):
+    cfg, result = tiny_run
+    import shutil
+    from dataclasses import replace
+
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    for name in ("best.pt", "history.json"):  # what a run killed after an epoch leaves behind
+        shutil.copy(cfg.out / name, cut / name)
+    finished = train(replace(cfg, out=cut, finish=True))
+    assert json.loads((cut / "result.json").read_text())["finished_from_checkpoint"] is True
+    assert finished["val"]["accuracy"] == result["val"]["accuracy"]
+    assert finished["temperature"] == pytest.approx(result["temperature"], abs=1e-3)
+    assert finished["epochs_run"] == len(result["history"]) and finished["train_seconds"] is None
+
+
+def test_finish_without_a_checkpoint_names_what_is_missing(tiny_run, tmp_path):
+    cfg, _ = tiny_run
+    from dataclasses import replace
+
+    with pytest.raises(SystemExit, match="has no best.pt or history.json"):
+        train(replace(cfg, out=tmp_path / "empty", finish=True))
