@@ -25,7 +25,7 @@ echo "== setup: Python 3.11 ($PY311)"
 [ -x .venv/bin/python ] || "$PY311" -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check ${TORCH_INDEX:+--index-url "$TORCH_INDEX"} \
   "torch==${TORCH_VERSION:-2.13.0}"
-scripts/setup.sh .venv "$PY311" "mqtt,test,train,federated"
+scripts/setup.sh .venv "$PY311" "mqtt,test,train,federated,micro"
 status=0
 
 echo "== ruff"
