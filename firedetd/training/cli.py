@@ -82,6 +82,9 @@ def add_subcommands(sub) -> None:
     report.set_defaults(func=run_report)
 
     add_federate_subcommands(sub)
+    from ..micro.cli import add_subcommands as add_micro_subcommands  # firedetd-micro (docs/micro.md)
+
+    add_micro_subcommands(sub)
 
 
 def add_federate_subcommands(sub) -> None:
