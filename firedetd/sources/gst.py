@@ -277,6 +277,10 @@ class GstSource(FrameSource):
         # truncated file lacks at its end; the capture thread counts them in firedetd_frames_bad_total.
         self.frames_lost = 0
         self._last_stream_pts = None
+        self._input_size = None       # the decoded picture's (width, height), from the input caps
+        # pts of the first frame after the picture size changed mid-file: recordings spliced together (a camera
+        # that changed resolution, concatenated MPEG-TS) jump in pts there without losing a frame
+        self._resized_at_pts = set()
 
     # -- open / close ------------------------------------------------------------------------------------------
 
@@ -303,7 +307,8 @@ class GstSource(FrameSource):
         decodebin = self._pipeline.get_by_name("decode")
         if plan.skip_decoders and decodebin is not None:
             decodebin.connect("autoplug-select", _skip_factories, frozenset(plan.skip_decoders))
-        if plan.size_on_caps:
+        self._input_size = None
+        if plan.size_on_caps or not plan.live:
             self._pipeline.get_by_name("split").get_static_pad("sink").add_probe(
                 Gst.PadProbeType.EVENT_DOWNSTREAM, self._on_input_event)
         try:
@@ -397,11 +402,25 @@ class GstSource(FrameSource):
             structure = event.parse_caps().get_structure(0)
             has_width, width = structure.get_int("width")
             has_height, height = structure.get_int("height")
-            if has_width and has_height and self._plan.nvmm:
+            if has_width and has_height:
+                self._note_input_size(pad, (width, height), Gst)
+            if self._plan.size_on_caps and has_width and has_height and self._plan.nvmm:
                 self._size_nvvidconv_branches(width, height, Gst)
-            elif has_width:
+            elif self._plan.size_on_caps and has_width:
                 self._size_snapshot_branch(width, Gst)
         return Gst.PadProbeReturn.OK
+
+    def _note_input_size(self, pad, size, Gst):
+        previous, self._input_size = self._input_size, size
+        if previous is not None and previous != size and not self.live:
+            pad.add_probe(Gst.PadProbeType.BUFFER, self._note_resized_buffer)
+
+    def _note_resized_buffer(self, pad, info):
+        # one-shot: the first buffer in the new size marks where the pts may jump without a lost frame
+        buffer = info.get_buffer()
+        if buffer is not None:
+            self._resized_at_pts.add(buffer.pts)
+        return self._gst()[0].PadProbeReturn.REMOVE
 
     def _size_nvvidconv_branches(self, width, height, Gst):
         pipeline = self._pipeline
@@ -523,6 +542,11 @@ class GstSource(FrameSource):
         # the decoder dropped.
         last, self._last_stream_pts = self._last_stream_pts, pts
         if last is None or pts <= last:
+            return
+        if pts in self._resized_at_pts:
+            self._resized_at_pts.discard(pts)
+            log.debug("%s: picture size changed at %.3f s; the pts jump there is a splice, not lost frames",
+                      self.uri, pts / 1e9)
             return
         skipped = int(round((pts - last) / float(self._frame_duration))) - 1
         if skipped > 0:

@@ -4,8 +4,9 @@ import cv2
 import numpy as np
 
 
-def write_h264_mp4(path, frames=30, width=320, height=240, fps=30, pattern="ball", timeout_s=60):
-    """Encode `frames` videotestsrc frames with x264enc into an MP4 at `path` (needs PyGObject and x264enc)."""
+def write_h264_mp4(path, frames=30, width=320, height=240, fps=30, pattern="ball", timeout_s=60, mux="mp4mux"):
+    """Encode `frames` videotestsrc frames with x264enc into an MP4 at `path` (needs PyGObject and x264enc);
+    mux="mpegtsmux" writes MPEG-TS instead (whose files can be joined byte for byte)."""
     import gi
 
     gi.require_version("Gst", "1.0")
@@ -15,8 +16,8 @@ def write_h264_mp4(path, frames=30, width=320, height=240, fps=30, pattern="ball
     # I420 keeps x264 at a profile every decoder reads (videotestsrc would otherwise pick 4:4:4).
     pipeline = Gst.parse_launch(
         "videotestsrc num-buffers=%d pattern=%s ! video/x-raw,format=I420,width=%d,height=%d,framerate=%d/1 "
-        "! x264enc speed-preset=ultrafast key-int-max=%d ! mp4mux ! filesink location=\"%s\""
-        % (frames, pattern, width, height, fps, fps, path))
+        "! x264enc speed-preset=ultrafast key-int-max=%d ! h264parse ! %s ! filesink location=\"%s\""
+        % (frames, pattern, width, height, fps, fps, mux, path))
     pipeline.set_state(Gst.State.PLAYING)
     try:
         message = pipeline.get_bus().timed_pop_filtered(
