@@ -1,7 +1,8 @@
 """The engine runner thread: newest frame of each camera -> one batched engine call -> Predictions.
 
-It owns the engine (created in this thread, since CUDA contexts belong to the thread that made them)
-and hands each Prediction to the postprocessor's queue. An engine call that fails is counted and
+It owns the engine: creates it in this thread (a first TensorRT build takes minutes on a Nano, and the
+pipeline waits for `ready` with a timeout instead of blocking on it), runs it and closes it here, and
+hands each Prediction to the postprocessor's queue. An engine call that fails is counted and
 logged and the frames are skipped; a run of failures stops the daemon (the model cannot be served).
 """
 

@@ -24,6 +24,7 @@ import re
 import sys
 import threading
 import time
+import weakref
 from dataclasses import dataclass, replace
 from typing import Optional, Tuple
 
@@ -69,8 +70,27 @@ class BuildReport:
 # TensorRT logger and progress
 
 
+# TensorRT keeps one logger per process: while any Builder, Runtime or Refitter lives, a logger given to a new one is
+# ignored ("TensorRT maintains only a single logger pointer at any given time, so the existing value ... will be
+# used instead", TensorRT 8.0/8.2, NVIDIA/TensorRT issues 1475 and 1539). The engine holds a Runtime while it builds
+# a plan, so a builder with a logger of its own saw its errors go to the Runtime's logger and reported "no reason
+# given". Every TensorRT object of this process gets the same logger from process_logger().
+_PROCESS_LOGGERS = weakref.WeakKeyDictionary()   # tensorrt module -> its logger (tests load several fake modules)
+_PROCESS_LOGGERS_LOCK = threading.Lock()
+
+
+def process_logger(trt):
+    """The one logger this process gives every Builder, Runtime and OnnxParser of this tensorrt module."""
+    with _PROCESS_LOGGERS_LOCK:
+        logger = _PROCESS_LOGGERS.get(trt)
+        if logger is None:
+            logger = _PROCESS_LOGGERS[trt] = make_logger(trt)
+        return logger
+
+
 def make_logger(trt):
-    """A trt.ILogger that forwards TensorRT's warnings and errors to Python logging and keeps the last error."""
+    """A trt.ILogger that forwards TensorRT's warnings and errors to Python logging and keeps the last error; use
+    process_logger() for the one TensorRT actually calls."""
     severity = trt.ILogger.Severity
     errors = (severity.INTERNAL_ERROR, severity.ERROR)
 
@@ -90,6 +110,11 @@ def make_logger(trt):
 
         def remember_error(self, msg):
             self._last_error = msg
+
+        def forget_errors(self):
+            """Called before an operation whose failure is reported with last_error(): the logger is shared, so
+            an error of an earlier, handled operation must not be reported as this one's reason."""
+            self._last_error = ""
 
         def last_error(self):
             return self._last_error
@@ -334,7 +359,8 @@ def build_engine(onnx_path: str, plan_path: str, precision: str, workspace_mib: 
     opt_batch = max(1, min(max_batch, opt_batch or max_batch))
     say = _progress_writer(progress)
     started = time.monotonic()
-    logger = make_logger(trt)
+    logger = process_logger(trt)
+    logger.forget_errors()
     builder = trt.Builder(logger)
     built, warnings = _choose_precision(builder, precision)
     if built == "int8":

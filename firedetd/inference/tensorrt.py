@@ -8,11 +8,12 @@ version string:
   `set_tensor_address`, `execute_async_v3(stream_handle)`); 10.x removed the bindings API.
 
 CUDA memory goes through `_CudaMemory`: pycuda when it imports (what JetPack users have), else
-cuda-python's runtime API. Threads: the engine is built on whichever thread calls the constructor
-(the daemon's main thread) and `infer()` runs on the runner's thread. A CUDA driver context is
-current per thread, so every call into CUDA or TensorRT happens inside `cuda.activated()`, which
-pushes the device's primary context on the calling thread and pops it afterwards (pycuda), or
-selects the device for that thread (cuda-python). The primary context is the one TensorRT's own
+cuda-python's runtime API. Threads: in the daemon the engine runner (firedetd/runner.py) calls the
+constructor on its own `engine` thread, so the plan is loaded or built there and `infer()` and
+`close()` run there too; `firedetd build-engine` builds on its main thread. No call relies on that:
+a CUDA driver context is current per thread, so every call into CUDA or TensorRT happens inside
+`cuda.activated()`, which pushes the device's primary context on the calling thread and pops it
+afterwards (pycuda), or selects the device for that thread (cuda-python). The primary context is the one TensorRT's own
 runtime-API calls use, so both see the same allocations.
 """
 
@@ -380,10 +381,10 @@ class TensorRTEngine(Engine):
 
     def _load(self, spec, model_config, state_dir, device, progress):
         """Get a plan (cached or built), deserialize it (rebuilding once if that fails), allocate buffers."""
-        from .build import default_cache_dir, get_or_build_plan, make_logger
+        from .build import default_cache_dir, get_or_build_plan, process_logger
 
         cache_dir = default_cache_dir(model_config, state_dir)
-        self._logger = make_logger(self._trt)
+        self._logger = process_logger(self._trt)   # the builder below must log to the same one (see build.py)
         with self._cuda.activated():
             self._runtime = self._trt.Runtime(self._logger)
             plan_path = get_or_build_plan(spec, model_config, cache_dir, self._trt, device, progress=progress)
@@ -398,6 +399,7 @@ class TensorRTEngine(Engine):
                 raise EngineError("TensorRT cannot deserialize the plan it just built (%s): %s"
                                   % (plan_path, self._logger.last_error() or "no reason given"))
             self._engine = engine
+            self._logger.forget_errors()
             self._context = engine.create_execution_context()
             if self._context is None:
                 raise EngineError("TensorRT could not create an execution context for %s (it needs %.1f MiB of GPU "
@@ -409,6 +411,7 @@ class TensorRTEngine(Engine):
     def _deserialize(self, plan_path):
         """The engine, or None with the reason in the logger (the caller warns once, in its own words)."""
         self._logger.quiet = True
+        self._logger.forget_errors()
         try:
             with open(plan_path, "rb") as f:
                 return self._runtime.deserialize_cuda_engine(f.read())
@@ -450,6 +453,7 @@ class TensorRTEngine(Engine):
         self._current_batch = n
 
     def _execute(self):
+        self._logger.forget_errors()
         if self._tensor_api:
             ok = self._context.execute_async_v3(self._cuda.stream_handle)
         else:

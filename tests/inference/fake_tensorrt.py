@@ -23,7 +23,8 @@ I/O, and its engine writes out[n, k] = mean(x[n, k % C]) + k for each sample, re
 the fake GPU's memory through the pointers it was given, in stream order. A real ONNX model (needs
 the `onnx` package) is embedded in the plan and run with ONNX Runtime instead, so outputs can be
 compared with the real model. Plans from another fake TensorRT version or GPU fail to deserialize,
-as real ones do.
+as real ones do. As in TensorRT 8, the module keeps one logger while any Builder or Runtime lives: a
+different logger given to a new one is ignored with TensorRT's warning, and that object logs to the first.
 """
 
 import base64
@@ -33,6 +34,7 @@ import functools
 import json
 import threading
 import types
+import weakref
 
 import numpy as np
 
@@ -289,7 +291,24 @@ class FakeState(object):
         self.calls = []            # (method, args...) of runtime calls, in order
         self.builds = []           # one dict per build_serialized_network call
         self.fail_build = False
+        self.fail_build_unexplained = False   # fail without logging anything (the runner's "no reason given" path)
         self.during_build = None   # callable run inside build_serialized_network (e.g. to wait for a heartbeat)
+        self._logger_users = weakref.WeakSet()   # live Builders and Runtimes
+        self._logger = None
+
+    def logger_for(self, user, logger):
+        """The logger a new Builder or Runtime really logs to. As in TensorRT 8.x, the process keeps one: while any
+        Builder, Runtime or Refitter lives, a different logger given to a new one is ignored with a warning to the
+        existing one ("TensorRT maintains only a single logger pointer at any given time", NVIDIA/TensorRT#1475)."""
+        if len(self._logger_users) and logger is not self._logger:
+            self._logger.log(ILogger.Severity.WARNING, "The logger passed into createInferRuntime differs from one "
+                             "already provided for an existing builder, runtime, or refitter. TensorRT maintains only "
+                             "a single logger pointer at any given time, so the existing value, which can be "
+                             "retrieved with getLogger(), will be used instead.")
+        else:
+            self._logger = logger
+        self._logger_users.add(user)
+        return self._logger
 
     def record(self, *call):
         self.calls.append(call)
@@ -492,7 +511,7 @@ class FakeConfig10(_MemoryPoolConfig, _ConfigBase):
 
 class FakeBuilder(object):
     def __init__(self, state, logger):
-        self.state, self.logger = state, logger
+        self.state, self.logger = state, state.logger_for(self, logger)
         self.platform_has_fast_fp16 = state.gpu.fast_fp16
         self.platform_has_fast_int8 = state.gpu.fast_int8
 
@@ -518,6 +537,8 @@ class FakeBuilder(object):
             self.state.during_build()
         if self.state.fail_build:
             return self._fail("fake: no implementation obeys the workspace limit")
+        if self.state.fail_build_unexplained:
+            return None
         if len(network.inputs) != 1 or len(config.profiles) != 1:
             return self._fail("fake: needs one input and one optimization profile")
         tensor = network.inputs[0]
@@ -588,7 +609,7 @@ class FakeBuilder(object):
 
 class FakeRuntime(object):
     def __init__(self, state, logger):
-        self.state, self.logger = state, logger
+        self.state, self.logger = state, state.logger_for(self, logger)
 
     def deserialize_cuda_engine(self, serialized_engine):
         self.state.gpu.require_context("deserialize_cuda_engine")

@@ -245,6 +245,50 @@ def test_plan_that_does_not_deserialize_is_rebuilt_once_with_one_warning(tiny_sp
     np.testing.assert_allclose(engine.infer(batch), fake_outputs(batch, 3), rtol=1e-6)
 
 
+def test_a_build_that_fails_inside_the_engine_says_what_tensorrt_said(tiny_spec, tmp_path, fake_trt):
+    """The engine holds its Runtime while it builds the plan, and TensorRT 8 keeps one logger per process: the
+    builder's errors go to the logger the Runtime got, so that is the one the error message must read."""
+    trt = fake_trt("8.2.1")
+    trt.FAKE.fail_build = True
+    with pytest.raises(EngineError) as raised:
+        open_engine(tiny_spec, tmp_path, trt)
+    assert "no implementation obeys the workspace limit" in str(raised.value)
+    assert "no reason given" not in str(raised.value)
+
+
+def test_a_rebuild_failing_without_a_reason_does_not_borrow_the_earlier_deserialization_error(
+        tiny_spec, tmp_path, fake_trt):
+    trt = fake_trt("8.2.1")
+    engine, _ = open_engine(tiny_spec, tmp_path, trt)
+    plan_path = engine.plan_path
+    engine.close()
+    foreign = PLAN_MAGIC + b'{"version": "8.0.1", "cc": "5.3"}'
+    with open(plan_path, "wb") as f:
+        f.write(foreign)
+    fields = load_sidecar(plan_path)
+    fields["plan_sha256"] = hashlib.sha256(foreign).hexdigest()
+    with open(sidecar_path(plan_path), "w") as f:
+        f.write(json.dumps(fields))
+    trt.FAKE.fail_build_unexplained = True
+    with pytest.raises(EngineError) as raised:
+        open_engine(tiny_spec, tmp_path, trt)
+    # the shared logger still holds the deserialization error, which is not why the rebuild failed
+    assert "8.0.1" not in str(raised.value) and "no reason given" in str(raised.value)
+
+
+def test_the_fake_tensorrt_keeps_one_logger_per_process_as_tensorrt_8_does(fake_trt):
+    trt = fake_trt("8.2.1")
+    first, second = trt.Logger(), trt.Logger()
+    runtime = trt.Runtime(first)
+    builder = trt.Builder(second)
+    builder._fail("fake: boom")
+    assert ("fake: boom" in [m for _, m in first.messages]) and second.messages == []
+    assert any("single logger pointer" in m for _, m in first.messages)
+    del runtime, builder   # once no Builder or Runtime lives, a new logger is taken
+    trt.Builder(second)._fail("fake: again")
+    assert [m for _, m in second.messages] == ["fake: again"]
+
+
 def test_close_releases_cuda_once_and_can_be_called_twice(tiny_spec, tmp_path, fake_trt):
     engine, cuda = open_engine(tiny_spec, tmp_path, fake_trt())
     engine.close()
