@@ -184,7 +184,11 @@ class Pipeline(object):
         self.runner = EngineRunner(self.engine_factory, self.spec, self.config.model, self.frame_queues,
                                    self.prediction_queue, self.metrics, on_fatal=self._on_fatal)
         self.runner.start()
-        self.runner.ready.wait(ENGINE_START_TIMEOUT_S)
+        if not self.runner.ready.wait(ENGINE_START_TIMEOUT_S):
+            self.runner.stop()   # an engine that still arrives is closed by the runner, never served
+            raise EngineError("model.engine: the engine was not ready after %g s (a first TensorRT build on a Nano "
+                              "takes minutes: build the plan beforehand with `firedetd build-engine`, "
+                              "docs/jetson.md section 3)" % ENGINE_START_TIMEOUT_S)
         if self.runner.error is not None:
             error = self.runner.error
             if isinstance(error, FiredetdError):

@@ -3,6 +3,8 @@
 import threading
 import time
 
+import pytest
+
 from firedetd.config import ModelConfig
 from firedetd.inference.onnxruntime import OnnxRuntimeEngine
 from firedetd.pipeline import Pipeline
@@ -128,3 +130,40 @@ def test_alerts_a_full_disk_kept_in_memory_at_stop_are_stored_by_the_next_start(
     finally:
         if os.path.exists(path):
             os.unlink(path)
+
+
+def test_an_engine_that_is_not_ready_within_the_start_timeout_fails_the_start_clearly(make_config, spec,
+                                                                                     monkeypatch):
+    """A TensorRT build that outlasts the start timeout (a Nano under memory pressure): start() must say so, and the
+    engine that arrives afterwards must still be closed."""
+    import firedetd.pipeline as pipeline_module
+    from firedetd.errors import EngineError
+
+    monkeypatch.setattr(pipeline_module, "ENGINE_START_TIMEOUT_S", 0.3)
+    release, closed = threading.Event(), threading.Event()
+
+    class LateEngine(object):
+        name, provider, max_batch = "late", "test", 1
+
+        def infer(self, batch):
+            raise AssertionError("a pipeline that failed to start must not run its engine")
+
+        def close(self):
+            closed.set()
+
+    def build_late_engine():
+        release.wait(10)
+        return LateEngine()
+
+    config = make_config({"cameras": [{"name": "x", "source": "test://?pattern=ball&fps=5"}],
+                          "http": {"enabled": False}})
+    pipeline = Pipeline(config, spec, engine_factory=build_late_engine, sink_factory=lambda cfg: [])
+    try:
+        with pytest.raises(EngineError, match=r"not ready after 0\.3 s"):
+            pipeline.start()
+    finally:
+        release.set()
+        pipeline.stop(5)
+    assert closed.wait(5)
+    pipeline.runner.join(5)
+    assert not pipeline.runner.is_alive() and pipeline.captures == {}
