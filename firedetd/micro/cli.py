@@ -87,11 +87,13 @@ def run_export_micro(args: argparse.Namespace) -> int:
 
 def run_micro_eval(args: argparse.Namespace) -> int:
     from . import load_micro_spec
+    from .estimate import estimate_latency_ms
     from .evaluate import evaluate_split, evaluate_videos, write_results
 
     spec = load_micro_spec(str(args.spec))
     results = {"model": {"name": spec.name, "version": spec.version, "tflite_bytes": len(spec.model_bytes()),
-                         "arena_bytes": spec.arena_bytes}}
+                         "arena_bytes": spec.arena_bytes},
+               "latency_estimate": estimate_latency_ms(spec.model_bytes())}
     results[args.split] = evaluate_split(spec, args.data, args.split, args.checkpoint)
     videos = args.videos
     if videos is None:

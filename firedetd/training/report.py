@@ -14,6 +14,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from ..micro.report import micro_section  # noqa: E402
 from .data import LABELS  # noqa: E402
 from .models import BACKBONES  # noqa: E402
 
@@ -289,6 +290,7 @@ def write_report(results: Path, output: Path, engines: Path) -> Path:
     sections: list[str] = [INTRO.format(manifest=spec["dataset"]["manifest_sha256"][:16])]
     if "shipped" in runs:
         sections += shipped_section(runs, spec, figures)
+    sections += micro_section(engines)
     if "previous" in {r.get("group") for r in runs.values()} and "errors" in runs:
         sections += previous_section(runs["previous-model-on-v5"], runs["errors"])
     if any(r.get("group") == "v5-backbones" for r in runs.values()):
