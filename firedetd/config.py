@@ -322,6 +322,12 @@ class TensorRTConfig:
     workspace_mib: int = option(256, doc="Builder workspace / memory-pool limit; small enough for the Nano's "
                                          "shared 4 GB.", minimum=16, maximum=65536)
     cache_dir: str = option("", doc="Where built plans are kept (default: <state_dir>/engines).")
+    tactic_sources: str = option("all", doc="Kernels the builder may choose from. `all`: TensorRT's default, its "
+                                            "own plus cuBLAS, cuBLASLt and cuDNN. `tensorrt`: its own only, so "
+                                            "those libraries are neither loaded nor initialised (several hundred "
+                                            "MiB less of the Nano's shared memory, docs/jetson.md §4; possibly "
+                                            "slower kernels: measure with `firedetd bench`).",
+                                 choices=("all", "tensorrt"))
 
 
 @dataclass(frozen=True)

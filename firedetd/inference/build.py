@@ -47,7 +47,15 @@ NANO_INT8_MESSAGE = ("INT8 needs a GPU with INT8 tensor cores/DP4A (Xavier, Orin
 _ABSENT = "absent"
 # fields that must match for a cached plan to be used, in the order a mismatch is reported
 MATCH_FIELDS = ("trt_version", "gpu_name", "compute_capability", "model_sha256", "precision", "max_batch",
-                "input_shape_chw", "calibration_sha256")
+                "input_shape_chw", "calibration_sha256", "tactic_sources")
+# sidecars written before a field existed hold what was then always true
+_FIELD_DEFAULTS = {"tactic_sources": "all"}
+# model.tensorrt.tactic_sources: "tensorrt" leaves out the tactic sources that are whole libraries. Loading and
+# initialising them is most of TensorRT's memory beside the plan: "Init cuBLAS/cuBLASLt: CPU +159, GPU +182" and
+# "Init cuDNN: CPU +240, GPU +241" MiB (NVIDIA/TensorRT#2217), cuDNN alone CPU +617, GPU +586 MiB on a Jetson
+# Xavier NX (NVIDIA/TensorRT#3917); on a Jetson both columns are the same 4 GB.
+LIBRARY_TACTIC_SOURCES = ("CUBLAS", "CUBLAS_LT", "CUDNN")
+TACTIC_SOURCE_CHOICES = ("all", "tensorrt")
 
 
 @dataclass(frozen=True)
@@ -326,10 +334,29 @@ def _check_int8_calibration(calibration):
                           "DIR` on a machine with TensorRT and an INT8-capable GPU" % calibration.cache_path)
 
 
+def _set_tactic_sources(config, trt, tactic_sources):
+    """"all": TensorRT's default; "tensorrt": only its own kernels, without cuBLAS, cuBLASLt and cuDNN."""
+    if tactic_sources == "all":
+        return
+    sources = getattr(trt, "TacticSource", None)
+    if sources is None or not hasattr(config, "set_tactic_sources"):
+        raise EngineError("model.tensorrt.tactic_sources: TensorRT %s cannot choose tactic sources (7.2 and newer "
+                          "can); use tactic_sources: all" % trt.__version__)
+    library_bits = 0
+    for name in LIBRARY_TACTIC_SOURCES:
+        member = getattr(sources, name, None)   # TensorRT 10 has deprecated some of them; absent ones are off
+        if member is not None:
+            library_bits |= 1 << int(member)
+    if not config.set_tactic_sources(config.get_tactic_sources() & ~library_bits):
+        raise EngineError("TensorRT %s refused the tactic sources without cuBLAS, cuBLASLt and cuDNN"
+                          % trt.__version__)
+
+
 def _make_config(trt, builder, precision, workspace_mib, input_name, input_shape_chw, max_batch, opt_batch,
-                 calibration):
+                 calibration, tactic_sources="all"):
     config = builder.create_builder_config()
     _set_workspace(config, trt, workspace_mib)
+    _set_tactic_sources(config, trt, tactic_sources)
     calibrator = None
     if precision in ("fp16", "int8") and getattr(builder, "platform_has_fast_fp16", True):
         config.set_flag(trt.BuilderFlag.FP16)   # with INT8 too: layers without INT8 kernels fall back to FP16
@@ -345,7 +372,8 @@ def _make_config(trt, builder, precision, workspace_mib, input_name, input_shape
 def build_engine(onnx_path: str, plan_path: str, precision: str, workspace_mib: int, max_batch: int,
                  input_name: str, input_shape_chw: Tuple[int, int, int], calibration: Optional[Calibration] = None,
                  timing_cache_path: Optional[str] = None, progress: object = True, trt: object = None,
-                 opt_batch: Optional[int] = None, heartbeat_s: float = 15.0) -> BuildReport:
+                 opt_batch: Optional[int] = None, heartbeat_s: float = 15.0,
+                 tactic_sources: str = "all") -> BuildReport:
     """Build a plan from an ONNX file with a 1..max_batch batch profile and write it atomically to plan_path.
 
     opt_batch defaults to max_batch: TensorRT times its kernels at the opt shape, and the batch of all
@@ -356,6 +384,8 @@ def build_engine(onnx_path: str, plan_path: str, precision: str, workspace_mib: 
         trt = import_tensorrt()
     if precision not in ("fp16", "fp32", "int8"):
         raise EngineError("precision %r must be fp16, fp32 or int8" % precision)
+    if tactic_sources not in TACTIC_SOURCE_CHOICES:
+        raise EngineError("tactic sources %r must be one of %s" % (tactic_sources, ", ".join(TACTIC_SOURCE_CHOICES)))
     opt_batch = max(1, min(max_batch, opt_batch or max_batch))
     say = _progress_writer(progress)
     started = time.monotonic()
@@ -369,11 +399,12 @@ def build_engine(onnx_path: str, plan_path: str, precision: str, workspace_mib: 
     parser = _parse_onnx(trt, network, logger, onnx_path)
     _check_network_input(network, input_name, input_shape_chw, onnx_path)
     config, calibrator = _make_config(trt, builder, built, workspace_mib, input_name, input_shape_chw, max_batch,
-                                      opt_batch, calibration)
+                                      opt_batch, calibration, tactic_sources)
     timing_loaded = _load_timing_cache(config, timing_cache_path)
     if say:
-        say("TensorRT %s: building a %s engine from %s (batch 1..%d); this takes minutes on a Jetson Nano"
-            % (trt.__version__, built.upper(), os.path.basename(onnx_path), max_batch))
+        say("TensorRT %s: building a %s engine from %s (batch 1..%d%s); this takes minutes on a Jetson Nano"
+            % (trt.__version__, built.upper(), os.path.basename(onnx_path), max_batch,
+               "" if tactic_sources == "all" else ", TensorRT's own kernels only: no cuBLAS, cuBLASLt or cuDNN"))
     progress_context, monitor = _build_progress(trt, config, say, heartbeat_s)
     with progress_context:
         plan = builder.build_serialized_network(network, config)
@@ -414,11 +445,13 @@ def _safe(text):
 
 
 def plan_cache_key(trt_version, gpu_name, compute_capability, model_sha256, precision, max_batch,
-                   calibration_sha256=None):
-    # type: (str, str, str, str, str, int, Optional[str]) -> str
+                   calibration_sha256=None, tactic_sources="all"):
+    # type: (str, str, str, str, str, int, Optional[str], str) -> str
     """A file-name-safe key naming the plan for these fields; any change in any field gives another key."""
     fields = [trt_version, gpu_name, compute_capability, model_sha256, precision, int(max_batch),
               calibration_sha256 or ""]
+    if tactic_sources != "all":   # keys of plans built before the option existed stay the same
+        fields.append("tactic_sources=" + tactic_sources)
     digest = _sha256_bytes("\n".join(str(f) for f in fields).encode("utf-8"))[:12]
     return "firedetd-%s-%s-b%d-trt%s-sm%s-%s" % (model_sha256[:12], precision, int(max_batch), _safe(trt_version),
                                                  _safe(compute_capability).replace(".", ""), digest)
@@ -439,13 +472,14 @@ def load_sidecar(plan_path):
     return fields if isinstance(fields, dict) else None
 
 
-def expected_fields(trt_version, device_info, spec, precision, max_batch, calibration_sha256=None):
+def expected_fields(trt_version, device_info, spec, precision, max_batch, calibration_sha256=None,
+                    tactic_sources="all"):
     """The fields a cached plan's sidecar must hold to be used for this model, device and config."""
     return {"trt_version": str(trt_version), "gpu_name": device_info.name,
             "compute_capability": device_info.compute_capability, "model_sha256": spec.files["fp32"].sha256,
             "precision": precision, "max_batch": int(max_batch),
             "input_shape_chw": [3, spec.input.height, spec.input.width],
-            "calibration_sha256": calibration_sha256 or ""}
+            "calibration_sha256": calibration_sha256 or "", "tactic_sources": tactic_sources}
 
 
 def describe_mismatch(found, expected):
@@ -453,9 +487,10 @@ def describe_mismatch(found, expected):
     """The first field in which a sidecar differs from what is needed, in words; None when all match."""
     labels = {"trt_version": "TensorRT", "gpu_name": "GPU", "compute_capability": "compute capability",
               "model_sha256": "model sha256", "precision": "precision", "max_batch": "max_batch",
-              "input_shape_chw": "input shape", "calibration_sha256": "INT8 calibration cache sha256"}
+              "input_shape_chw": "input shape", "calibration_sha256": "INT8 calibration cache sha256",
+              "tactic_sources": "tactic sources"}
     for field in MATCH_FIELDS:
-        have, want = found.get(field), expected.get(field)
+        have, want = found.get(field, _FIELD_DEFAULTS.get(field)), expected.get(field, _FIELD_DEFAULTS.get(field))
         if have != want:
             return "built for %s %s, this needs %s" % (labels[field], _short(have), _short(want))
     return None
@@ -530,9 +565,10 @@ def get_or_build_plan(spec, model_config, cache_dir, trt, device_info, force=Fal
         if os.path.isfile(calibration.cache_path):
             calibration_sha = sha256_file(calibration.cache_path)
     expected = expected_fields(trt.__version__, device_info, spec, tcfg.precision, model_config.max_batch,
-                               calibration_sha)
+                               calibration_sha, tcfg.tactic_sources)
     key = plan_cache_key(trt.__version__, device_info.name, device_info.compute_capability,
-                         spec.files["fp32"].sha256, tcfg.precision, model_config.max_batch, calibration_sha)
+                         spec.files["fp32"].sha256, tcfg.precision, model_config.max_batch, calibration_sha,
+                         tcfg.tactic_sources)
     plan_path = os.path.join(cache_dir, key + ".plan")
     if not force:
         problem = check_cached_plan(plan_path, expected)
@@ -545,7 +581,7 @@ def get_or_build_plan(spec, model_config, cache_dir, trt, device_info, force=Fal
                           spec.input.name, (3, spec.input.height, spec.input.width), calibration=calibration,
                           timing_cache_path=timing_cache_path or default_timing_cache_path(
                               cache_dir, trt.__version__, device_info),
-                          progress=progress, trt=trt)
+                          progress=progress, trt=trt, tactic_sources=tcfg.tactic_sources)
     _write_sidecar(plan_path, expected, report, spec, tcfg.workspace_mib)
     return plan_path
 
@@ -580,6 +616,9 @@ def add_arguments(parser):
                         "config's model.tensorrt.precision, fp16)")
     parser.add_argument("--max-batch", type=int, help="largest batch of the optimisation profile (default 4)")
     parser.add_argument("--workspace-mib", type=int, help="builder workspace limit in MiB (default 256)")
+    parser.add_argument("--tactic-sources", choices=TACTIC_SOURCE_CHOICES,
+                        help="all: TensorRT's default; tensorrt: its own kernels only, without loading cuBLAS, "
+                             "cuBLASLt and cuDNN (less memory; default: model.tensorrt.tactic_sources, all)")
     parser.add_argument("--cache-dir", help="plan cache the daemon reads (default: model.tensorrt.cache_dir, else "
                                             "<state_dir>/engines)")
     parser.add_argument("--output", help="write the plan (and its .json sidecar) to this file instead of the cache")
@@ -605,7 +644,8 @@ def _model_config_from_args(args):
     config = build_config(raw)
     tcfg = config.model.tensorrt
     tcfg = replace(tcfg, precision="int8" if args.calibrate else (args.precision or tcfg.precision),
-                   workspace_mib=args.workspace_mib or tcfg.workspace_mib, cache_dir=args.cache_dir or tcfg.cache_dir)
+                   workspace_mib=args.workspace_mib or tcfg.workspace_mib, cache_dir=args.cache_dir or tcfg.cache_dir,
+                   tactic_sources=args.tactic_sources or tcfg.tactic_sources)
     max_batch = args.max_batch or config.model.max_batch
     if not 1 <= max_batch <= 64 or not 16 <= tcfg.workspace_mib <= 65536:
         raise EngineError("--max-batch must be 1..64 and --workspace-mib 16..65536")
@@ -659,10 +699,11 @@ def _build_to_output(output, spec, model_config, trt, device_info, calibration, 
     verify_model_file(spec.files["fp32"])
     report = build_engine(spec.onnx_path, output, tcfg.precision, tcfg.workspace_mib, model_config.max_batch,
                           spec.input.name, (3, spec.input.height, spec.input.width), calibration=calibration,
-                          timing_cache_path=args.timing_cache, progress=progress, trt=trt)
+                          timing_cache_path=args.timing_cache, progress=progress, trt=trt,
+                          tactic_sources=tcfg.tactic_sources)
     calibration_sha = sha256_file(calibration.cache_path) if calibration else None
     fields = expected_fields(trt.__version__, device_info, spec, tcfg.precision, model_config.max_batch,
-                             calibration_sha)
+                             calibration_sha, tcfg.tactic_sources)
     _write_sidecar(output, fields, report, spec, tcfg.workspace_mib)
     return output
 
@@ -674,7 +715,8 @@ def _calibrate_into_cache(spec, model_config, cache_dir, trt, device_info, calib
     tcfg = model_config.tensorrt
     calibration_sha = sha256_file(calibration.cache_path)
     key = plan_cache_key(trt.__version__, device_info.name, device_info.compute_capability,
-                         spec.files["fp32"].sha256, tcfg.precision, model_config.max_batch, calibration_sha)
+                         spec.files["fp32"].sha256, tcfg.precision, model_config.max_batch, calibration_sha,
+                         tcfg.tactic_sources)
     plan_path = os.path.join(cache_dir, key + ".plan")
     os.replace(tmp_plan, plan_path)
     os.replace(sidecar_path(tmp_plan), sidecar_path(plan_path))

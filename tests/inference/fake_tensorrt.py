@@ -224,6 +224,32 @@ class MemoryPoolType(enum.IntEnum):
     WORKSPACE = 0
 
 
+class TacticSource82(enum.IntEnum):
+    """TensorRT 8.2's tactic sources (nvinfer1::TacticSource); all three on by default."""
+    CUBLAS = 0
+    CUBLAS_LT = 1
+    CUDNN = 2
+
+
+class TacticSource(enum.IntEnum):
+    """8.5 added EDGE_MASK_CONVOLUTIONS, 8.6 JIT_CONVOLUTIONS; 10.0 turned the library sources off by default."""
+    CUBLAS = 0
+    CUBLAS_LT = 1
+    CUDNN = 2
+    EDGE_MASK_CONVOLUTIONS = 3
+    JIT_CONVOLUTIONS = 4
+
+
+def tactic_source_enum(generation):
+    return TacticSource82 if generation == "8.2" else TacticSource
+
+
+def default_tactic_sources(generation):
+    sources = tactic_source_enum(generation)
+    on = [m for m in sources if generation != "10" or m.name not in ("CUBLAS", "CUBLAS_LT", "CUDNN")]
+    return sum(1 << int(m) for m in on)
+
+
 class NetworkDefinitionCreationFlag(enum.IntEnum):
     EXPLICIT_BATCH = 0
     EXPLICIT_PRECISION = 1
@@ -436,6 +462,7 @@ class _ConfigBase(object):
         self.int8_calibrator = None
         self.timing_cache = None
         self.workspace = None
+        self.tactic_sources = default_tactic_sources(state.generation)
 
     def __setattr__(self, name, value):
         if getattr(self, "_sealed", False) and not hasattr(self, name):
@@ -451,6 +478,17 @@ class _ConfigBase(object):
 
     def get_flag(self, flag):
         return flag in self.flags
+
+    def set_tactic_sources(self, tactic_sources):
+        # the real call returns False for bits that name no source of this version
+        known = sum(1 << int(m) for m in tactic_source_enum(self.state.generation))
+        if tactic_sources & ~known:
+            return False
+        self.tactic_sources = tactic_sources
+        return True
+
+    def get_tactic_sources(self):
+        return self.tactic_sources
 
     def clear_flag(self, flag):
         self.flags.discard(flag)
@@ -530,6 +568,7 @@ class FakeBuilder(object):
 
     def build_serialized_network(self, network, config):
         record = {"network_flags": network.flags, "flags": set(config.flags), "workspace": config.workspace,
+                  "tactic_sources": config.tactic_sources,
                   "profiles": [dict(p.shapes) for p in config.profiles], "calibration_batches": 0,
                   "calibration_cache_read": None, "timing_entries_before": None}
         self.state.builds.append(record)
@@ -804,6 +843,7 @@ def make_fake_tensorrt(version="8.2.1", gpu=None):
                                                                  DataType.INT32)
     module.nptype = nptype
     module.BuilderFlag = BuilderFlag
+    module.TacticSource = tactic_source_enum(state.generation)
     module.NetworkDefinitionCreationFlag = NetworkDefinitionCreationFlag
     module.ErrorCode = ErrorCode
     module.ILogger = ILogger

@@ -45,8 +45,9 @@ def build_tiny(spec, trt, tmp_path, precision="fp16", max_batch=4, **kw):
                         trt=trt, **kw)
 
 
-def model_config(precision="fp16", max_batch=4):
-    return ModelConfig(engine="tensorrt", max_batch=max_batch, tensorrt=TensorRTConfig(precision=precision))
+def model_config(precision="fp16", max_batch=4, tactic_sources="all"):
+    return ModelConfig(engine="tensorrt", max_batch=max_batch,
+                       tensorrt=TensorRTConfig(precision=precision, tactic_sources=tactic_sources))
 
 
 def read_text(path):
@@ -80,6 +81,42 @@ def test_newer_tensorrt_gets_the_workspace_through_the_memory_pool_api(version, 
     build_tiny(tiny_spec, trt, tmp_path)
     assert trt.FAKE.builds[-1]["workspace"] == 256 << 20
     assert trt.FAKE.builds[-1]["network_flags"] == (0 if version == "10.3.0" else 1)
+
+
+@pytest.mark.parametrize("version", ["8.2.1", "8.6.1", "10.3.0"])
+def test_tactic_sources_tensorrt_leaves_out_cublas_cublaslt_and_cudnn_and_keeps_the_rest(version, tiny_spec,
+                                                                                         tmp_path, fake_trt):
+    trt = fake_trt(version)
+    build_tiny(tiny_spec, trt, tmp_path)
+    default = trt.FAKE.builds[-1]["tactic_sources"]
+    build_tiny(tiny_spec, trt, tmp_path, tactic_sources="tensorrt")
+    chosen = trt.FAKE.builds[-1]["tactic_sources"]
+    libraries = {trt.TacticSource.CUBLAS, trt.TacticSource.CUBLAS_LT, trt.TacticSource.CUDNN}
+    assert not any(chosen & (1 << int(source)) for source in libraries)
+    # TensorRT's own sources (8.5+: edge-mask and JIT convolutions) stay as they were
+    assert chosen == default & ~sum(1 << int(source) for source in libraries)
+    if version == "8.2.1":
+        assert default == 0b111 and chosen == 0
+
+
+def test_tactic_sources_all_leaves_tensorrts_default_alone(tiny_spec, tmp_path, fake_trt):
+    trt = fake_trt("8.2.1")
+    build_tiny(tiny_spec, trt, tmp_path, tactic_sources="all")
+    assert trt.FAKE.builds[-1]["tactic_sources"] == 0b111
+
+
+def test_plans_are_keyed_by_tactic_sources_and_old_sidecars_count_as_all(tiny_spec, tmp_path, fake_trt, caplog):
+    trt = fake_trt("8.2.1", FakeGpu(**NANO))
+    default = cached_plan(tiny_spec, tmp_path, trt)
+    lean = cached_plan(tiny_spec, tmp_path, trt, tactic_sources="tensorrt")
+    assert lean != default and len(trt.FAKE.builds) == 2
+    assert load_sidecar(lean)["tactic_sources"] == "tensorrt" and trt.FAKE.builds[-1]["tactic_sources"] == 0
+    # a sidecar written before the option existed describes a default build: still used, not rebuilt
+    fields = load_sidecar(default)
+    del fields["tactic_sources"]
+    with open(sidecar_path(default), "w") as f:
+        json.dump(fields, f)
+    assert cached_plan(tiny_spec, tmp_path, trt) == default and len(trt.FAKE.builds) == 2
 
 
 def test_opt_batch_can_be_lowered_within_the_profile(tiny_spec, tmp_path, fake_trt):
@@ -419,6 +456,15 @@ def test_cli_defaults_come_from_the_config_file(tiny_spec, tmp_path, fake_trt, c
     plan = capsys.readouterr().out.splitlines()[0].split("plan: ")[1]
     assert os.path.dirname(plan) == str(tmp_path / "state" / "engines")
     assert load_sidecar(plan)["precision"] == "fp32" and load_sidecar(plan)["max_batch"] == 3
+
+
+def test_cli_tactic_sources_flag_overrides_the_config(tiny_spec, tmp_path, fake_trt, capsys):
+    trt = fake_trt("8.2.1", FakeGpu(**NANO))
+    argv = ("--spec", tiny_spec.spec_path, "--cache-dir", str(tmp_path / "cache"), "--tactic-sources", "tensorrt",
+            "--quiet")
+    assert build.run(cli_args(*argv), trt=trt, device_info=trt.FAKE.gpu.info) == 0
+    plan = capsys.readouterr().out.splitlines()[0].split("plan: ")[1]
+    assert load_sidecar(plan)["tactic_sources"] == "tensorrt" and trt.FAKE.builds[-1]["tactic_sources"] == 0
 
 
 def test_cli_output_writes_the_plan_and_its_sidecar_where_asked(tiny_spec, tmp_path, fake_trt):
