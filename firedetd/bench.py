@@ -371,7 +371,9 @@ def add_arguments(parser):
                                                "(default: built-in defaults, the shipped model)")
     parser.add_argument("--mode", choices=("both", "engine", "end-to-end"), default="both",
                         help="what to measure (default: both, side by side)")
-    parser.add_argument("--engine", choices=("auto", "onnxruntime", "tensorrt"), help="inference backend")
+    from .inference import ENGINE_CHOICES
+
+    parser.add_argument("--engine", choices=ENGINE_CHOICES, help="inference backend")
     parser.add_argument("--variant", help="model file of the spec ONNX Runtime loads (fp32, int8, ...)")
     parser.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: the config's)")
     parser.add_argument("--batch", type=int, default=1, help="engine-only batch size (default 1)")

@@ -27,7 +27,9 @@ def add_config_arguments(parser):
     parser.add_argument("--webhook", metavar="URL", action="append", default=[], help="add a webhook sink (repeatable)")
     parser.add_argument("--metrics-addr", metavar="HOST:PORT", help="where /metrics and /healthz listen "
                                                                     "(default 127.0.0.1:9108)")
-    parser.add_argument("--engine", choices=("auto", "onnxruntime", "tensorrt"), help="inference backend")
+    from .inference import ENGINE_CHOICES
+
+    parser.add_argument("--engine", choices=ENGINE_CHOICES, help="inference backend")
     parser.add_argument("--state-dir", help="outbox and engine cache directory")
     parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
 

@@ -13,6 +13,7 @@ from typing import Dict, Optional, Tuple
 
 from . import paths
 from .errors import ConfigError
+from .inference import ENGINE_CHOICES
 from .schema import build_dataclass, option
 
 SOURCE_SCHEMES = ("csi", "v4l2", "rtsp", "rtsps", "http", "https", "file", "test")
@@ -334,9 +335,9 @@ class TensorRTConfig:
 class ModelConfig:
     spec: str = option("", doc="Model spec JSON (labels, input, files); default: the shipped "
                                "`engines/firedetd.json`.")
-    engine: str = option("auto", doc="Inference backend: `onnxruntime`, `tensorrt`, or `auto` (TensorRT when it "
-                                     "imports and a GPU exists, else ONNX Runtime).",
-                         choices=("auto", "onnxruntime", "tensorrt"))
+    engine: str = option("auto", doc="Inference backend, or `auto`: the first of the others, in this order, that "
+                                     "can run here (TensorRT when it imports and a GPU exists, else ONNX Runtime).",
+                         choices=ENGINE_CHOICES)
     variant: str = option("fp32", doc="Which model file of the spec ONNX Runtime loads (`fp32`, `int8`, ...).")
     threads: int = option(2, doc="Intra-op threads for ONNX Runtime (the Nano and these hosts have few cores).",
                           minimum=1, maximum=64)

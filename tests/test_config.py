@@ -60,7 +60,7 @@ def test_duplicate_camera_names_point_at_both(make_config):
 
 def test_choice_error_lists_allowed_values(make_config):
     message = error_of(make_config, {"model": {"engine": "tensorflow"}})
-    assert message.startswith("model.engine: 'tensorflow' is not one of auto, onnxruntime, tensorrt")
+    assert message.startswith("model.engine: 'tensorflow' is not one of auto, tensorrt, onnxruntime")
 
 
 def test_loop_on_a_live_source_is_rejected(make_config):

@@ -8,6 +8,7 @@ pycuda) happen inside each backend, never here.
 
 import importlib
 import logging
+from typing import NamedTuple, Optional
 
 from ..errors import EngineError
 
@@ -29,15 +30,49 @@ class Engine(object):
         pass
 
 
-BACKENDS = {
-    "onnxruntime": "firedetd.inference.onnxruntime:OnnxRuntimeEngine",
-    "tensorrt": "firedetd.inference.tensorrt:TensorRTEngine",
-}
+class EngineBackend(NamedTuple):
+    """One inference backend: the name `model.engine` gives it, and where its class lives."""
+
+    name: str
+    label: str                  # for people: "TensorRT", "ONNX Runtime"
+    target: str                 # "module:Class", imported only when the backend is used
+    probe: Optional[str]        # "module:function" -> None when it can run here, else why not (ImportError: not
+                                # installed at all, skipped without a word); None: always runs (the fallback)
+
+
+# Every engine, in `auto`'s order: the first that can run here is used. This list is the only one: config
+# validation, `--engine` of `run`/`check-config`/`bench` and the docs take their choices from it.
+ENGINES = (
+    EngineBackend("tensorrt", "TensorRT", "firedetd.inference.tensorrt:TensorRTEngine",
+                  "firedetd.inference.tensorrt:auto_unusable_reason"),
+    EngineBackend("onnxruntime", "ONNX Runtime", "firedetd.inference.onnxruntime:OnnxRuntimeEngine", None),
+)
+ENGINE_CHOICES = ("auto",) + tuple(e.name for e in ENGINES)
+
+
+def engine_backend(name: str) -> EngineBackend:
+    """The registered backend called `name` (KeyError when none is)."""
+    for backend in ENGINES:
+        if backend.name == name:
+            return backend
+    raise KeyError(name)
+
+
+def _import_target(target):
+    module_name, attribute = target.split(":")
+    return getattr(importlib.import_module(module_name), attribute)
 
 
 def load_backend(name):
-    module_name, class_name = BACKENDS[name].split(":")
-    return getattr(importlib.import_module(module_name), class_name)
+    """The engine class of backend `name` (imports its module, and so its heavy libraries)."""
+    return _import_target(engine_backend(name).target)
+
+
+def unusable_reason(backend: EngineBackend) -> Optional[str]:
+    """None when `backend` can run here; else why not. ImportError when it is not installed at all."""
+    if backend.probe is None:
+        return None
+    return _import_target(backend.probe)()
 
 
 def tensorrt_usable():
@@ -51,20 +86,24 @@ def tensorrt_usable():
 
 
 def choose_backend(model_config):
-    """The backend `model.engine` names; for `auto`, TensorRT when it can run here, else ONNX Runtime, with a
-    warning when TensorRT is installed but something it needs is not (a Nano whose pycuda build failed)."""
+    """The backend `model.engine` names; for `auto`, the first of ENGINES that can run here, with a warning for
+    each one installed but unable to run (a Nano whose pycuda build failed)."""
     if model_config.engine != "auto":
         return model_config.engine
-    try:
-        from .tensorrt import tensorrt_unusable_reason
-    except ImportError:
-        return "onnxruntime"
-    reason = tensorrt_unusable_reason()
-    if reason is None:
-        return "tensorrt"
-    if not reason.startswith("tensorrt does not import"):
-        log.warning("model.engine auto: TensorRT is installed but cannot run (%s); using ONNX Runtime", reason)
-    return "onnxruntime"
+    passed_over = []
+    for backend in ENGINES:
+        try:
+            reason = unusable_reason(backend)
+        except ImportError:
+            continue
+        if reason is None:
+            for skipped, why in passed_over:
+                log.warning("model.engine auto: %s is installed but cannot run (%s); using %s", skipped.label, why,
+                            backend.label)
+            return backend.name
+        passed_over.append((backend, reason))
+    # the last entry has no probe, so this is reached only if someone gives every backend one
+    return ENGINES[-1].name
 
 
 def create_engine(spec, model_config, state_dir):

@@ -105,6 +105,16 @@ def gpu_available():
     return tensorrt_unusable_reason() is None
 
 
+def auto_unusable_reason():
+    """The registry's probe for `engine: auto`: None when TensorRT can run here, else why not; ImportError when
+    tensorrt is not installed at all, so `auto` passes it over without a warning (most x86 hosts)."""
+    try:
+        import tensorrt  # noqa: F401
+    except Exception as e:  # a broken install's OSError counts as not installed, as tensorrt_unusable_reason says
+        raise ImportError("tensorrt does not import (%s)" % e)
+    return tensorrt_unusable_reason()
+
+
 class _CudaMemory(object):
     """What the runner needs of CUDA: pinned host arrays, device buffers, one stream, async copies."""
 
