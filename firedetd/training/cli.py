@@ -65,7 +65,7 @@ def add_subcommands(sub) -> None:
     add_data_arguments(study)
     study.add_argument("--results", type=Path, default=REPORT_DIR / "results")
     study.add_argument("--work", type=Path, default=Path("runs/study"))
-    study.add_argument("--shipped-run", type=Path, default=Path("runs/ship-v2-full"),
+    study.add_argument("--shipped-run", type=Path, default=Path("runs/v5-edgetpu"),
                        help="the training run whose best.pt was exported to engines/")
     study.add_argument("--parts", default="shipped,recipe,latency,errors,thresholds",
                        help="comma-separated: shipped, recipe (the --recipe-runs), backbones, lr, compression, "

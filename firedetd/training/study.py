@@ -148,7 +148,7 @@ class Study:
             self.run_training(name, self.base_config(name, backbone=backbone, mode="full", lr=lr,
                                                      epochs=SWEEP_FULL_EPOCHS, patience=SWEEP_FULL_EPOCHS), "lr-full")
 
-    def record_shipped(self, checkpoint: Path, history_dir: Path, backbone: str = "mobilenetv2") -> None:
+    def record_shipped(self, checkpoint: Path, history_dir: Path) -> None:
         if self.done("shipped"):
             return
         history_path = history_dir / "history.json"
@@ -156,6 +156,8 @@ class Study:
         result_path = history_dir / "result.json"
         result = json.loads(result_path.read_text()) if result_path.is_file() else {"history": history}
         cfg_raw = result.get("config", {})
+        # the run's own backbone: a checkpoint loads only into the architecture it was trained as
+        backbone = cfg_raw.get("backbone", "mobilenetv2")
         cfg = self.base_config("shipped", backbone=backbone, mode=cfg_raw.get("mode", "full"),
                                lr=cfg_raw.get("lr", 2e-4), epochs=cfg_raw.get("epochs", len(history)))
         self.record("shipped", checkpoint, backbone, result, "shipped", cfg)
