@@ -552,8 +552,10 @@ shipped thresholds, smoke recall 88.7 % against 85.5 %, accuracy 96.1 % against 
 is fire recall (96.8 % against 98.0 %, and a fire called smoke still raises the incident). It is smaller
 (1.7 M parameters, 6.8 MB against 2.2 M, 8.9 MB) and its largest activation is a third of MobileNetV2's, but
 it does about twice the arithmetic (0.62 against 0.30 GMAC per frame, counted from the ONNX graphs): on this
-CPU that costs about 1.1-1.2× the latency (the backbone table, timed in turns), on the Nano's GPU its early full
-convolutions suit the hardware better than depthwise ones (not measured: no Jetson was lent). Its graph has
+shared CPU it took 1.6× MobileNetV2's median latency in the backbone table's run and 1.14× in an earlier run
+(both timed in turns in one process), so a CPU-only host pays up to 60 % more per frame. On the Nano the plan
+runs on the GPU, whose early full convolutions suit it better than depthwise ones (not measured: no Jetson was
+lent). Its graph has
 seven op types (Conv, Relu, Add, Pad with constant pads, GlobalAveragePool, Flatten, Gemm), all in TensorRT
 8.2's ONNX parser (not parsed by a real TensorRT here: none installs). The engine file is FP32 ONNX
 (`engines/firedetd.onnx`), from which the Jetson builds its FP16 TensorRT plan; `engines/firedetd-int8.onnx` is
