@@ -21,10 +21,15 @@ def add_subcommands(sub) -> None:
     train.add_argument("--data", type=Path, default=DEFAULT_DATA)
     train.add_argument("--teacher", type=Path, default=REPO / "engines" / "firedetd.onnx")
     train.add_argument("--out", type=Path, default=Path("runs/micro"))
-    train.add_argument("--epochs", type=int, default=24)
+    train.add_argument("--epochs", type=int, default=20)
     train.add_argument("--views", type=int, default=3, help="views per training image in the teacher's bank")
     train.add_argument("--max-per-class", type=int, default=0)
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--lr", type=float, default=2e-3)
+    train.add_argument("--pretrained", type=Path, default=REPO.parent / "shared" / "weights",
+                       help="the shared weights folder: start from MobileNetV1's strongest channels ('' for scratch)")
+    train.add_argument("--none-weight", type=float, default=1.5, help="how often `none` is drawn against each of "
+                                                                       "fire and smoke")
     train.set_defaults(func=run_train_micro)
 
     export = sub.add_parser("export-micro", help="convert a firedetd-micro checkpoint to INT8 .tflite + C array "
@@ -61,8 +66,10 @@ def add_subcommands(sub) -> None:
 def run_train_micro(args: argparse.Namespace) -> int:
     from ..training.micro import MicroTrainConfig, train_micro
 
+    pretrained = args.pretrained if str(args.pretrained) not in ("", ".") else None
     result = train_micro(MicroTrainConfig(data=args.data, out=args.out, teacher=args.teacher, epochs=args.epochs,
-                                          views=args.views, max_per_class=args.max_per_class, seed=args.seed))
+                                          views=args.views, max_per_class=args.max_per_class, seed=args.seed,
+                                          lr=args.lr, pretrained=pretrained, none_weight=args.none_weight))
     print(json.dumps({k: result[k] for k in ("parameters", "best_epoch", "temperature", "train_seconds")}))
     return 0
 

@@ -68,6 +68,36 @@ class MicroNet(nn.Module):
         return self.classifier(torch.flatten(F.adaptive_avg_pool2d(self.features(x), 1), 1))
 
 
+def init_from_mobilenetv1(model: MicroNet, weights: Path) -> MicroNet:
+    """Start from the shared ImageNet MobileNetV1 1.0 (WEIGHTS.md): MicroNet is its first eight blocks at half
+    width, so each layer takes the pretrained filters of the channels with the largest L1 norm (the depthwise and
+    the next pointwise layer follow the channels kept before them). Half of each layer's inputs are gone, so the
+    scales are off: BatchNorm trains in train mode and re-learns them; the filters give ImageNet's edges, colours
+    and textures a head start, which the `none` class (mostly ImageNet objects and scenes) needs."""
+    source = torch.load(weights, map_location="cpu", weights_only=True)
+    target = model.state_dict()
+
+    def copy(src: str, dst: str, out_idx: torch.Tensor, in_idx: torch.Tensor | None) -> None:
+        w = source[f"{src}.conv.weight"][out_idx]
+        target[f"{dst}.0.weight"] = w[:, in_idx] if in_idx is not None else w
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            target[f"{dst}.1.{name}"] = source[f"{src}.bn.{name}"][out_idx]
+
+    def strongest(src: str, count: int) -> torch.Tensor:
+        norms = source[f"{src}.conv.weight"].abs().flatten(1).sum(1)
+        return torch.sort(torch.topk(norms, count).indices).values
+
+    kept = strongest("features.0", target["features.0.0.weight"].shape[0])
+    copy("features.0", "features.0", kept, None)
+    for j in range(len(MICRO_BLOCKS)):
+        copy(f"features.{j + 1}.dw", f"features.{1 + 2 * j}", kept, None)
+        out = strongest(f"features.{j + 1}.pw", target[f"features.{2 + 2 * j}.0.weight"].shape[0])
+        copy(f"features.{j + 1}.pw", f"features.{2 + 2 * j}", out, kept)
+        kept = out
+    model.load_state_dict(target)
+    return model
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -128,6 +158,9 @@ class MicroTrainConfig:
     distill_weight: float = 0.7    # share of the loss that follows the teacher; the rest follows the label
     label_smoothing: float = 0.05
     seed: int = 0
+    # None: from scratch; else the shared weights folder (../shared/weights), for init_from_mobilenetv1
+    pretrained: Path | None = None
+    none_weight: float = 1.0       # how often `none` is drawn against fire and smoke (1: equally)
     threads: int = 1
     teacher_threads: int = 2       # the bank is made once; the teacher is ~90 % of its time
     max_per_class: int = 0
@@ -199,10 +232,14 @@ def train_micro(cfg: MicroTrainConfig) -> dict:
     val_labels = np.array([s.label for s in val_samples])
 
     # class- and source-balanced draws, as `firedetd train` does; each view of an image shares its weight
-    per_image = sampling_weights(samples, TrainConfig(data=cfg.data, out=cfg.out))
+    per_image = sampling_weights(samples, TrainConfig(data=cfg.data, out=cfg.out,
+                                                      class_weights=(1.0, 1.0, cfg.none_weight)))
     weights = per_image[bank["source"]]
     weights /= weights.sum()
-    model = MicroNet().to(memory_format=torch.channels_last)
+    model = MicroNet()
+    if cfg.pretrained is not None:
+        init_from_mobilenetv1(model, Path(cfg.pretrained) / "mobilenetv1_1.0_224_imagenet.pth")
+    model = model.to(memory_format=torch.channels_last)
     steps = max(1, len(samples) * cfg.views // cfg.batch_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * steps,
