@@ -264,7 +264,7 @@ def end_to_end(config, spec, frames=0, duration_s=0.0, warmup_frames=DEFAULT_WAR
         "startup_s": round((running_since - started) / 1e9, 3),
         "captured": sum(c.seq for c in pipeline.captures.values()),
         "dropped": sum(q.dropped for q in (pipeline.frame_queues.get(n) for n in pipeline.captures) if q is not None),
-        "bad_frames": sum(getattr(c, "frames_lost", 0) for c in pipeline.captures.values()),
+        "bad_frames": sum(c.frames_lost for c in pipeline.captures.values()),
         "peak_rss_mib": process_memory_mib()["peak"],
     })
     return result

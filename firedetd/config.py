@@ -15,24 +15,27 @@ from . import paths
 from .errors import ConfigError
 from .inference import ENGINE_CHOICES
 from .schema import build_dataclass, option
+from .sources import BACKENDS as SOURCE_BACKENDS
+from .sources import backends_for_scheme, source_schemes
 
-SOURCE_SCHEMES = ("csi", "v4l2", "rtsp", "rtsps", "http", "https", "file", "test")
 TEST_PATTERNS = ("smpte", "snow", "black", "white", "red", "green", "blue", "ball", "gradient")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 def parse_source_uri(uri, path):
-    """Return (scheme, rest) or raise ConfigError naming the key path and the supported schemes."""
+    """Return (scheme, rest) or raise ConfigError naming the key path and the supported schemes: those some source
+    backend reads (the registry in sources/__init__.py), so a scheme no backend reads is never guessed at."""
+    schemes = source_schemes()
     match = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$", uri or "")
     if not match:
         raise ConfigError("%s: %r is not a URI; use one of %s" % (
-            path, uri, ", ".join(s + "://" for s in SOURCE_SCHEMES)))
+            path, uri, ", ".join(s + "://" for s in schemes)))
     scheme = match.group(1).lower()
-    if scheme not in SOURCE_SCHEMES:
-        hint = difflib.get_close_matches(scheme, SOURCE_SCHEMES, n=1)
+    if scheme not in schemes:
+        hint = difflib.get_close_matches(scheme, schemes, n=1)
         raise ConfigError("%s: unsupported scheme %r%s; supported: %s" % (
-            path, scheme, " (did you mean %r?)" % hint[0] if hint else "", ", ".join(SOURCE_SCHEMES)))
+            path, scheme, " (did you mean %r?)" % hint[0] if hint else "", ", ".join(schemes)))
     return scheme, match.group(2)
 
 
@@ -44,7 +47,7 @@ class SourceConfig:
                       example="rtsp://192.0.2.10:554/stream1")
     backend: str = option("auto", doc="Capture backend: `gst` (GStreamer through PyGObject), `opencv` "
                                       "(cv2.VideoCapture fallback) or `auto` (gst when PyGObject imports).",
-                          choices=("auto", "gst", "opencv"))
+                          choices=("auto",) + tuple(SOURCE_BACKENDS))
     loop: bool = option(False, doc="file:// only: start again at the end instead of ending the run.")
     realtime: bool = option(False, doc="file:// only: pace frames at the file's own rate, like a camera "
                                        "(default: as fast as the pipeline takes them).")
@@ -69,6 +72,10 @@ class SourceConfig:
 
     def check(self, path):
         scheme, _ = parse_source_uri(self.uri, path + ".uri")
+        readers = backends_for_scheme(scheme)
+        if self.backend != "auto" and self.backend not in readers:
+            raise ConfigError("%s.backend: the %s backend does not read %s:// URIs (%s does); use backend: auto" % (
+                path, self.backend, scheme, " or ".join(readers)))
         if (self.loop or self.realtime) and scheme != "file":
             raise ConfigError("%s.loop: loop and realtime apply to file:// sources only" % path)
         if scheme in ("test", "file"):

@@ -141,12 +141,12 @@ class CaptureThread(threading.Thread):
 
     def _count_lost_frames(self, source):
         # a live backend that skipped stale frames to deliver the newest (gst) counts them as the queue's drops
-        superseded = getattr(source, "frames_superseded", 0)
+        superseded = source.frames_superseded
         if superseded > self._superseded_seen and self.queue is not None:
             self.queue.count_dropped(superseded - self._superseded_seen)
             self._superseded_seen = superseded
         # a backend that can tell (gst on files) reports frames its decoder skipped; they are bad frames too
-        lost = getattr(source, "frames_lost", 0)
+        lost = source.frames_lost
         if lost > self._lost_seen:
             self.metrics.frames_bad.labels(self.camera.name).inc(lost - self._lost_seen)
             self.frames_lost += lost - self._lost_seen

@@ -126,33 +126,69 @@ def is_live(source_config: SourceConfig) -> bool:
 
 def describe_input(source_config: SourceConfig, nvmm: bool = False) -> str:
     """The elements up to decoded video: `<source> [! caps] [! decodebin ! video/x-raw]`."""
-    uri, scheme = source_config.uri, source_config.scheme
-    rate = "%d/%d" % fps_fraction(source_config.fps)
-    size = "width=%d,height=%d" % (source_config.width, source_config.height)
-    if scheme == "csi":
-        # NV12 in NVMM memory is what the Argus ISP produces; nvvidconv reads it without a copy.
-        return "nvarguscamerasrc sensor-id=%d ! video/x-raw(memory:NVMM),%s,framerate=%s,format=NV12" % (
-            csi_sensor_id(uri), size, rate)
-    if scheme == "test":
-        spec = parse_test_uri(uri, source_config)
-        frames = " num-buffers=%d" % spec.frames if spec.frames else ""
-        return "videotestsrc pattern=%s is-live=%s%s ! video/x-raw,width=%d,height=%d,framerate=%d/%d" % (
-            spec.pattern, "true" if spec.live else "false", frames, spec.width, spec.height,
-            *fps_fraction(spec.fps))
-    if scheme == "v4l2":
-        # USB cameras offer raw and/or MJPEG at a given size; decodebin passes raw through and decodes MJPEG.
-        caps = "video/x-raw,{0},framerate={1};image/jpeg,{0},framerate={1}".format(size, rate)
-        source = "v4l2src device=%s ! capsfilter caps=%s" % (quote(v4l2_device(uri)), quote(caps))
-    elif scheme in ("rtsp", "rtsps"):
-        source = "rtspsrc location=%s protocols=%s latency=%d" % (quote(uri), source_config.transport,
-                                                                  source_config.latency_ms)
-    elif scheme in ("http", "https"):
-        source = "souphttpsrc location=%s is-live=true" % quote(uri)
-    else:
-        source = "filesrc location=%s" % quote(file_path(uri))
+    scheme = source_config.scheme
+    if scheme in RAW_INPUTS:
+        return RAW_INPUTS[scheme](source_config)
+    if scheme not in ENCODED_INPUTS:
+        # the registry lists a scheme for gst that has no input here: refuse it, never guess an element for it
+        raise SourceError("%s: the gst backend has no input for %s:// URIs (it reads %s)" % (
+            source_config.uri, scheme, ", ".join(INPUT_SCHEMES)), permanent=True)
     # The capsfilter keeps audio pads of files and streams from being linked into the video branches; on the
     # nvvidconv path it must also let NVMM memory through.
-    return "%s ! decodebin name=decode ! video/x-raw%s" % (source, "(ANY)" if nvmm else "")
+    return "%s ! decodebin name=decode ! video/x-raw%s" % (ENCODED_INPUTS[scheme](source_config),
+                                                           "(ANY)" if nvmm else "")
+
+
+def _size_and_rate(source_config):
+    return ("width=%d,height=%d" % (source_config.width, source_config.height),
+            "%d/%d" % fps_fraction(source_config.fps))
+
+
+def describe_csi_input(source_config: SourceConfig) -> str:
+    """`csi://N`: the Argus camera N as NV12 in NVMM memory, which nvvidconv reads without a copy."""
+    size, rate = _size_and_rate(source_config)
+    return "nvarguscamerasrc sensor-id=%d ! video/x-raw(memory:NVMM),%s,framerate=%s,format=NV12" % (
+        csi_sensor_id(source_config.uri), size, rate)
+
+
+def describe_test_input(source_config: SourceConfig) -> str:
+    """`test://?...`: videotestsrc with the pattern, size, rate and length the URI asks for."""
+    spec = parse_test_uri(source_config.uri, source_config)
+    frames = " num-buffers=%d" % spec.frames if spec.frames else ""
+    return "videotestsrc pattern=%s is-live=%s%s ! video/x-raw,width=%d,height=%d,framerate=%d/%d" % (
+        spec.pattern, "true" if spec.live else "false", frames, spec.width, spec.height, *fps_fraction(spec.fps))
+
+
+def describe_v4l2_source(source_config: SourceConfig) -> str:
+    """`v4l2:///dev/videoN`: USB cameras offer raw and/or MJPEG at a given size; decodebin passes raw through and
+    decodes MJPEG."""
+    size, rate = _size_and_rate(source_config)
+    caps = "video/x-raw,{0},framerate={1};image/jpeg,{0},framerate={1}".format(size, rate)
+    return "v4l2src device=%s ! capsfilter caps=%s" % (quote(v4l2_device(source_config.uri)), quote(caps))
+
+
+def describe_rtsp_source(source_config: SourceConfig) -> str:
+    """`rtsp://` and `rtsps://`: rtspsrc with the configured transport and jitter-buffer latency."""
+    return "rtspsrc location=%s protocols=%s latency=%d" % (quote(source_config.uri), source_config.transport,
+                                                            source_config.latency_ms)
+
+
+def describe_http_source(source_config: SourceConfig) -> str:
+    """`http://` and `https://`: a live stream (MJPEG, MPEG-TS...) read by souphttpsrc."""
+    return "souphttpsrc location=%s is-live=true" % quote(source_config.uri)
+
+
+def describe_file_source(source_config: SourceConfig) -> str:
+    """`file://PATH`: a video file."""
+    return "filesrc location=%s" % quote(file_path(source_config.uri))
+
+
+# The schemes this backend reads (sources/__init__.py's SCHEMES lists gst for exactly these): those whose source
+# hands out decoded video, and those whose source is followed by decodebin.
+RAW_INPUTS = {"csi": describe_csi_input, "test": describe_test_input}
+ENCODED_INPUTS = {"v4l2": describe_v4l2_source, "rtsp": describe_rtsp_source, "rtsps": describe_rtsp_source,
+                  "http": describe_http_source, "https": describe_http_source, "file": describe_file_source}
+INPUT_SCHEMES = tuple(RAW_INPUTS) + tuple(ENCODED_INPUTS)
 
 
 def describe_model_branch(geometry: Geometry, nvmm: bool, live: bool, sync: bool,

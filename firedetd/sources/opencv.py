@@ -146,17 +146,20 @@ class OpenCVSource(FrameSource):
         if self.scheme in DECODING_SCHEMES and self.config.decoder == "hardware":
             raise SourceError("%s: decoder: hardware needs the gst backend (nvv4l2decoder); the opencv backend "
                               "decodes in software" % self.uri, permanent=True)
+        opener = OPENERS.get(self.scheme)
+        if opener is None:
+            # the registry lists a scheme for opencv that has no opener here: refuse it, never guess (FFmpeg would
+            # try any string as a stream)
+            raise SourceError("%s: the opencv backend has no opener for %s:// URIs (it reads %s)" % (
+                self.uri, self.scheme, ", ".join(OPENERS)), permanent=True)
         self._index, self._start_ns, self._start_pts, self._held = 0, None, None, None
-        if self.scheme == "test":
-            self._synthetic = SyntheticVideo(parse_test_uri(self.uri, self.config))
-            self._frame_duration = int(1e9 / self._synthetic.spec.fps)
-        elif self.scheme == "file":
-            self._capture = self._open_file()
-        elif self.scheme == "v4l2":
-            self._capture = self._open_camera()
-        else:
-            self._capture = self._open_stream()
+        self._capture = opener(self)
         log.info("%s: opened (opencv, %s)", self.uri, "live" if self.live else "every frame")
+
+    def _open_synthetic(self):
+        self._synthetic = SyntheticVideo(parse_test_uri(self.uri, self.config))
+        self._frame_duration = int(1e9 / self._synthetic.spec.fps)
+        # no cv2.VideoCapture: read() draws the frames
 
     def close(self):
         """Release the capture; safe to call twice or before open()."""
@@ -288,6 +291,19 @@ class OpenCVSource(FrameSource):
         snapshot = scale_to_snapshot(bgr, self.geometry.snapshot_width) if self.geometry.snapshot_width else None
         return RawFrame(pts_ns=pts, captured_ns=captured_ns, image=scale_to_model(bgr, self.geometry),
                         snapshot=snapshot)
+
+
+# The schemes this backend reads (sources/__init__.py's SCHEMES lists opencv for exactly these) and how each is
+# opened: the method returns the cv2.VideoCapture, or None for the synthetic test video.
+OPENERS = {
+    "v4l2": OpenCVSource._open_camera,
+    "rtsp": OpenCVSource._open_stream,
+    "rtsps": OpenCVSource._open_stream,
+    "http": OpenCVSource._open_stream,
+    "https": OpenCVSource._open_stream,
+    "file": OpenCVSource._open_file,
+    "test": OpenCVSource._open_synthetic,
+}
 
 
 def _open_with_timeouts(uri, timeout_ms):

@@ -24,7 +24,7 @@ from firedetd.daemon import Daemon
 from firedetd.inference.onnxruntime import OnnxRuntimeEngine
 from firedetd.pipeline import Pipeline
 from firedetd.receiver import AlertReceiver
-from firedetd.sources import create_source
+from firedetd.sources import FrameSource, create_source
 from firedetd.systemd import Notifier
 
 from .daemon_setup import (
@@ -232,7 +232,7 @@ class HangingEngine(object):
         self.engine.close()
 
 
-class HangingSource(object):
+class HangingSource(FrameSource):
     """TEST DOUBLE: a real GStreamer source, except that read() blocks while `hang` is set, until `release` is."""
 
     def __init__(self, source, hang, release):

@@ -11,14 +11,14 @@ from firedetd.config import CameraConfig, CropConfig, SourceConfig
 from firedetd.errors import SourceError
 from firedetd.framequeue import FrameQueues
 from firedetd.metrics import Metrics
-from firedetd.sources import Geometry, RawFrame
+from firedetd.sources import FrameSource, Geometry, RawFrame
 from firedetd.sources.capture import CaptureThread
 from firedetd.sources.region import WatchedRegion
 
 SECRET_URI = "rtsp://admin:hunter2@192.0.2.7:554/stream1"
 
 
-class RefusingSource(object):
+class RefusingSource(FrameSource):
     live = True
 
     def __init__(self, source_config, geometry):
@@ -31,7 +31,7 @@ class RefusingSource(object):
         pass
 
 
-class PictureSource(object):
+class PictureSource(FrameSource):
     """Hands out `count` frames of random texture (a picture to the gate), then nothing."""
 
     live = False
