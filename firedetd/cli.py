@@ -122,6 +122,7 @@ def cmd_run(args):
 
 
 def cmd_check_config(args):
+    from .alerts import configured_sinks
     from .modelspec import load_spec, verify_model_file
 
     config = config_from_args(args)
@@ -132,10 +133,10 @@ def cmd_check_config(args):
     verify_model_file(spec.files[config.model.variant])
     preflight(config)
     loaded = _load_model_on_cpu(spec, config.model)
-    print("%s: ok: %d camera(s) (%s), model %s %s%s, %d webhook(s)%s" % (
+    sinks = ", ".join("%d %s" % (count, name) for name, count in configured_sinks(config)) or "none"
+    print("%s: ok: %d camera(s) (%s), model %s %s%s, sinks: %s" % (
         args.config or "(defaults)", len(config.active_cameras), ", ".join(c.name for c in config.active_cameras),
-        spec.name, spec.version, " (inputs, outputs and labels match the spec)" if loaded else "",
-        len(config.alerts.webhooks), ", mqtt" if config.alerts.mqtt else ""))
+        spec.name, spec.version, " (inputs, outputs and labels match the spec)" if loaded else "", sinks))
     return 0
 
 

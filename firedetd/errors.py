@@ -38,11 +38,17 @@ class SourceError(FiredetdError):
 
 
 class SinkError(FiredetdError):
-    """An alert could not be delivered to one sink; the outbox keeps it and retries."""
+    """An alert could not be delivered to one sink; the outbox keeps it and retries.
 
-    def __init__(self, message, retryable=True):
+    `reason`: a short word for the failures metric (`timeout`, `http_5xx`; None counts as `sink_error`);
+    `retry_after_s`: how long the receiver asked us to wait (HTTP Retry-After), or None.
+    """
+
+    def __init__(self, message, retryable=True, reason=None, retry_after_s=None):
         super(SinkError, self).__init__(message)
         self.retryable = retryable
+        self.reason = reason
+        self.retry_after_s = retry_after_s
 
 
 class OutboxError(FiredetdError):

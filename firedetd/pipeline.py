@@ -325,8 +325,9 @@ class Pipeline(object):
         return status
 
     def publish_status(self):
-        """Hand the sinks that publish live state (MQTT) the camera_status() (the daemon's loop calls this)."""
-        sinks = [s for s in self.sinks if hasattr(s, "publish_status")]
+        """Hand every sink the camera_status() (the daemon's loop calls this); those that keep a live state (MQTT)
+        publish it, the others keep Sink's no-op."""
+        sinks = list(self.sinks)
         if not sinks:
             return
         status = self.camera_status()

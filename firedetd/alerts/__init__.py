@@ -5,7 +5,9 @@ outbox (`outbox.py`) holds every event durably, and one delivery thread per sink
 feeds it events in order, retrying with backoff until the sink accepts each one.
 """
 
+import importlib
 import os
+from typing import Dict, List, NamedTuple, Tuple
 
 
 class Sink(object):
@@ -17,6 +19,11 @@ class Sink(object):
         """Deliver one event (a dict as stored in the outbox, with `snapshot_jpeg` bytes or None)."""
         raise NotImplementedError
 
+    def publish_status(self, cameras: Dict[str, dict]) -> None:
+        """Show each camera's live state ({camera: {"fire", "smoke", "fps", "problem"}}), for sinks that keep one
+        (MQTT state topics). Called from the daemon's loop, which also pings the watchdog: it must not block.
+        Sinks that only carry events keep this default."""
+
     def problem(self):
         """Why alerts cannot leave through this sink right now (e.g. no connection to its broker), or None.
         Sinks that only learn it by delivering (webhooks) keep the default: their failures show in delivery."""
@@ -26,18 +33,40 @@ class Sink(object):
         pass
 
 
+class SinkKind(NamedTuple):
+    """One kind of sink: where the config sets it up, and the function that builds its sinks."""
+
+    config_key: str     # its key under `alerts:`: a list (one sink per entry) or a mapping (null: none)
+    factory: str        # "module:function" (config, environ) -> [Sink]; imported only when configured
+
+
+# Every kind of sink, in the order sinks are built and listed (check-config's summary line).
+SINKS = {
+    "webhook": SinkKind("webhooks", "firedetd.alerts.webhook:sinks_from_config"),
+    "mqtt": SinkKind("mqtt", "firedetd.alerts.mqtt:sinks_from_config"),
+}
+
+
+def configured_count(alerts_config, kind: SinkKind) -> int:
+    """How many sinks of `kind` the `alerts` section sets up."""
+    value = getattr(alerts_config, kind.config_key)
+    if value is None:
+        return 0
+    return len(value) if isinstance(value, tuple) else 1
+
+
+def configured_sinks(config) -> List[Tuple[str, int]]:
+    """[(kind name, count)] of the sinks the config sets up, in registry order; kinds not set up left out."""
+    counts = [(name, configured_count(config.alerts, kind)) for name, kind in SINKS.items()]
+    return [(name, count) for name, count in counts if count]
+
+
 def create_sinks(config, environ=None):
-    """Build every sink the config names, in a stable order: webhooks, then MQTT."""
-    from ..config import webhook_name, webhook_secrets
-    from .webhook import WebhookSink
-
+    """Build every sink the config sets up, in registry order (webhooks, then MQTT); secrets and passwords are
+    read from `environ` (default: the process environment)."""
+    environ = os.environ if environ is None else environ
     sinks = []
-    secrets = webhook_secrets(config, environ)
-    for i, hook in enumerate(config.alerts.webhooks):
-        sinks.append(WebhookSink(webhook_name(hook, i), hook, secrets[i], config.device_id))
-    if config.alerts.mqtt is not None:
-        from .mqtt import MqttSink
-
-        password = config.alerts.mqtt.resolve_password("alerts.mqtt", os.environ if environ is None else environ)
-        sinks.append(MqttSink("mqtt", config.alerts.mqtt, config.device_id, password))
+    for name, _ in configured_sinks(config):
+        module_name, function = SINKS[name].factory.split(":")
+        sinks.extend(getattr(importlib.import_module(module_name), function)(config, environ))
     return sinks

@@ -191,9 +191,11 @@ class DeliveryThread(threading.Thread):
 
     def _record_failure(self, event, error):
         is_sink_error = isinstance(error, SinkError)
-        retryable = error.retryable if is_sink_error else True
-        reason = getattr(error, "reason", None) or ("sink_error" if is_sink_error else "exception")
-        delay = self.backoff_s(event["attempts"], retryable, getattr(error, "retry_after_s", None))
+        if is_sink_error:
+            retryable, reason, retry_after_s = error.retryable, error.reason or "sink_error", error.retry_after_s
+        else:   # a bug in the sink: retried like a passing failure, and logged with its traceback below
+            retryable, reason, retry_after_s = True, "exception", None
+        delay = self.backoff_s(event["attempts"], retryable, retry_after_s)
         now = wall_ns()
         self.stats.record_failure(reason, str(error), retryable, now)
         key = (reason, str(error))

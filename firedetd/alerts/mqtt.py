@@ -38,7 +38,7 @@ from ..errors import SinkError
 from ..mqttclient import BrokerConnection, topic_segment
 from ..signal_quality import PROBLEMS
 from . import Sink
-from .webhook import event_fields, sink_error
+from .payload import event_fields
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ class MqttSink(Sink):
         self._learn_camera(camera)
         deadline = time.monotonic() + self.config.timeout_s
         if not self.connection.wait_connected(self.config.timeout_s):
-            raise sink_error("%s sink: not connected to broker %s%s" % (
+            raise SinkError("%s sink: not connected to broker %s%s" % (
                 self.name, self.connection.address, self._connect_hint()), True, "connection")
         reused, infos = self._publish_event(event)
         try:
@@ -145,8 +145,8 @@ class MqttSink(Sink):
             if info.is_published():
                 return
         except (RuntimeError, ValueError) as e:  # not connected any more, or paho's queue is full
-            raise sink_error("%s: not sent: %s" % (where, e), True, "connection") from e
-        raise sink_error("%s: no acknowledgement within %.1f s (QoS %d)" % (where, self.config.timeout_s,
+            raise SinkError("%s: not sent: %s" % (where, e), True, "connection") from e
+        raise SinkError("%s: no acknowledgement within %.1f s (QoS %d)" % (where, self.config.timeout_s,
                                                                            self.config.qos), True, "timeout")
 
     def _connect_hint(self):
@@ -258,3 +258,9 @@ class MqttSink(Sink):
     def close(self) -> None:
         """Say "offline" (retained) and disconnect."""
         self.connection.stop([(self.availability_topic, OFFLINE, 1, True)])
+
+
+def sinks_from_config(config, environ) -> List[MqttSink]:
+    """The registry's factory: the one MQTT sink of `alerts.mqtt`, with the password its password_env names."""
+    password = config.alerts.mqtt.resolve_password("alerts.mqtt", environ)
+    return [MqttSink("mqtt", config.alerts.mqtt, config.device_id, password)]

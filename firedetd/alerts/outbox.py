@@ -102,12 +102,6 @@ class Outbox:
         self._over_cap_logged = False
         self._prepare_file()
 
-    @classmethod
-    def from_config(cls, outbox_config, state_dir, filename="outbox.sqlite3"):
-        """An outbox in `state_dir` sized and aged per `alerts.outbox` (OutboxConfig)."""
-        return cls(os.path.join(state_dir, filename), max_bytes=int(outbox_config.max_mb * (1 << 20)),
-                   keep_delivered_s=outbox_config.keep_delivered_h * 3600.0)
-
     # ---- opening, checking, recovering
 
     def _prepare_file(self):

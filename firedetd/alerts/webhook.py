@@ -22,12 +22,13 @@ import json
 import logging
 import re
 import time
-from typing import Optional, Union
+from typing import List, Optional, Union
 
 import requests
 
 from ..errors import SinkError
 from . import Sink
+from .payload import event_fields
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ class WebhookSink(Sink):
         return "WebhookSink(%r, %s)" % (self.name, redact_url(self.config.url))
 
     def deliver(self, event: dict) -> None:
-        """POST one outbox event; raise SinkError (with `.reason` and, for 429/503, `.retry_after_s`) on failure."""
+        """POST one outbox event; raise SinkError (with a `reason` and, for 429/503, `retry_after_s`) on failure."""
         body = self.encode(event)
         timestamp = str(int(time.time()))
         headers = dict(self.config.headers)
@@ -71,16 +72,16 @@ class WebhookSink(Sink):
             response = self._session.post(self.config.url, data=body, headers=headers, verify=self.config.verify_tls,
                                           timeout=self.config.timeout_s, allow_redirects=False)
         except requests.exceptions.SSLError as e:
-            raise sink_error("%s: TLS failed: %s" % (where, self._scrub(e)), False, "tls") from e
+            raise SinkError("%s: TLS failed: %s" % (where, self._scrub(e)), False, "tls") from e
         except requests.exceptions.Timeout as e:
-            raise sink_error("%s: no answer within %.1f s" % (where, self.config.timeout_s), True, "timeout") from e
+            raise SinkError("%s: no answer within %.1f s" % (where, self.config.timeout_s), True, "timeout") from e
         except requests.exceptions.ConnectionError as e:
-            raise sink_error("%s: cannot connect: %s" % (where, self._scrub(e)), True, "connection") from e
+            raise SinkError("%s: cannot connect: %s" % (where, self._scrub(e)), True, "connection") from e
         except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
                 requests.exceptions.InvalidSchema) as e:
-            raise sink_error("%s: invalid URL: %s" % (where, self._scrub(e)), False, "config") from e
+            raise SinkError("%s: invalid URL: %s" % (where, self._scrub(e)), False, "config") from e
         except requests.exceptions.RequestException as e:
-            raise sink_error("%s: request failed: %s" % (where, self._scrub(e)), True, "request") from e
+            raise SinkError("%s: request failed: %s" % (where, self._scrub(e)), True, "request") from e
         try:
             _check_status(response, where)
         finally:
@@ -107,15 +108,13 @@ class WebhookSink(Sink):
         return text.replace(query, "***") if query else text
 
 
-def event_fields(event: dict, device_id: str) -> dict:
-    """The fields every sink sends for one outbox event (webhook body, MQTT payload), snapshot aside."""
-    return {
-        "id": event["event_key"], "alert_id": event["id"], "device": device_id,
-        "camera": event["camera"], "kind": event["kind"], "state": event["state"],
-        "score": event["score"], "peak_score": event["peak_score"],
-        "started_at": iso_utc(event["started_ns"]), "event_at": iso_utc(event["event_ns"]),
-        "frame_seq": event["frame_seq"], "latency_ms": event["latency_ms"], "model": event["model"],
-    }
+def sinks_from_config(config, environ) -> List[WebhookSink]:
+    """The registry's factory: one WebhookSink per `alerts.webhooks` entry, with its signing secret."""
+    from ..config import webhook_name, webhook_secrets
+
+    secrets = webhook_secrets(config, environ)
+    return [WebhookSink(webhook_name(hook, i), hook, secrets[i], config.device_id)
+            for i, hook in enumerate(config.alerts.webhooks)]
 
 
 def _check_status(response, where):
@@ -125,18 +124,10 @@ def _check_status(response, where):
     text = "%s: HTTP %d %s" % (where, status, _short(response.text))
     if status >= 500 or status in _RETRYABLE_STATUS:
         reason = "http_5xx" if status >= 500 else "http_%d" % status
-        raise sink_error(text, True, reason, _retry_after_s(response))
+        raise SinkError(text, True, reason, _retry_after_s(response))
     if 300 <= status < 400:
-        raise sink_error(text + " (redirects are not followed: set the final URL)", False, "http_3xx")
-    raise sink_error(text, False, "http_4xx")
-
-
-def sink_error(message: str, retryable: bool, reason: str, retry_after_s: Optional[float] = None) -> SinkError:
-    """A SinkError carrying a short `reason` for metrics and an optional server-asked `retry_after_s`."""
-    error = SinkError(message, retryable=retryable)
-    error.reason = reason
-    error.retry_after_s = retry_after_s
-    return error
+        raise SinkError(text + " (redirects are not followed: set the final URL)", False, "http_3xx")
+    raise SinkError(text, False, "http_4xx")
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -163,12 +154,6 @@ def verify_signature(secret: str, timestamp: Union[str, bytes, int, None], body:
         return False
     expected = sign(secret, timestamp, body)
     return hmac.compare_digest(expected.encode("ascii"), signature.strip().encode("ascii", "replace"))
-
-
-def iso_utc(ns: int) -> str:
-    """Wall-clock nanoseconds as ISO-8601 UTC with milliseconds: 2024-05-01T12:00:00.123Z."""
-    seconds, rest = divmod(int(ns), 1000000000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + ".%03dZ" % (rest // 1000000)
 
 
 def redact_url(url: str) -> str:

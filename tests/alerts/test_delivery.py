@@ -5,9 +5,12 @@ import time
 
 import pytest
 
+from firedetd.alerts import Sink
 from firedetd.alerts.delivery import DeliveryStats, DeliveryThread
 from firedetd.alerts.outbox import Outbox
+from firedetd.clock import wall_ns
 from firedetd.config import OutboxConfig
+from firedetd.errors import SinkError
 from firedetd.receiver import AlertReceiver
 
 WAIT_S = 30  # generous: only there so a broken build fails instead of hanging
@@ -172,6 +175,25 @@ def test_an_exception_from_a_buggy_sink_is_counted_and_the_thread_carries_on(out
     assert receiver.wait_for(2, WAIT_S)
     assert receiver.keys() == [a.event_key for a in alerts]
     assert thread.stats.failures == {"exception": 1} and thread.is_alive()
+
+
+def test_a_sink_errors_reason_is_counted_and_its_retry_after_holds_the_event_back(outbox, make_alert,
+                                                                                 start_thread):
+    class ThrottledSink(Sink):
+        """Answers every delivery as a receiver that says "429, come back in a minute" would."""
+
+        name = "hook"
+
+        def deliver(self, event):
+            raise SinkError("hook: HTTP 429", True, "http_429", retry_after_s=60)
+
+    enqueue(outbox, make_alert, 1)
+    thread = start_thread(ThrottledSink(), outbox, retry_max_s=120)
+
+    # the backoff alone would retry within 0.02 s; the sink's retry_after_s asks for 60
+    assert wait_until(lambda: outbox.next_pending("hook", wall_ns() + 50 * 10**9) is None)
+    assert outbox.next_pending("hook", wall_ns() + 130 * 10**9) is not None
+    assert thread.stats.failures == {"http_429": 1}
 
 
 def test_an_unwritable_outbox_is_counted_and_the_thread_recovers_when_it_works_again(tmp_path, make_alert, receiver,
