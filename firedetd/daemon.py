@@ -2,8 +2,8 @@
 
 SIGTERM/SIGINT: stop capture, finish the frames in flight, keep the outbox, exit 0 within 5 s.
 SIGHUP: reload the config file; thresholds and sinks change without dropping a camera; an invalid
-file is reported and the running config stays. The systemd watchdog is pinged only while every
-stage thread beats and frames that arrive get decided, so a hung engine or capture gets us restarted.
+file is reported and the running config stays. The systemd watchdog is pinged (every WatchdogSec / 2) only while
+every stage thread beats and frames that arrive get decided, so a hung engine or capture gets us restarted.
 """
 
 import ctypes
@@ -12,6 +12,7 @@ import logging
 import re
 import signal
 import threading
+import time
 
 from .clock import monotonic_ns
 from .config import host_port, load_config
@@ -189,10 +190,11 @@ class Daemon(object):
             return True
         return False
 
-    def _watchdog(self):
+    def _watchdog(self, now_s=None):
         problems = self.pipeline.stall_reasons(self.config.watchdog.stall_s)
         if not problems:
-            self.notifier.watchdog()
+            # the loop looks four times a second; systemd needs a ping only every WatchdogSec / 2
+            self.notifier.watchdog_if_due(time.monotonic() if now_s is None else now_s)
         # compared without their durations, which grow every loop: one log line per change, not four a second
         kinds = [re.sub(r"[0-9.]+ s\b", "N s", p) for p in problems]
         if kinds != self._last_problems:
