@@ -221,10 +221,9 @@ def test_engine_whose_io_disagrees_with_the_spec_is_refused(tmp_path, fake_trt):
         open_engine(spec, tmp_path, fake_trt())
 
 
-def test_plan_that_does_not_deserialize_is_rebuilt_once_with_one_warning(tiny_spec, tmp_path, fake_trt, caplog):
-    """A plan whose sidecar matches but whose bytes TensorRT rejects (as after a driver-level incompatibility)."""
-    trt = fake_trt("8.2.1")
-    engine, _ = open_engine(tiny_spec, tmp_path, trt)
+def cache_a_plan_that_does_not_deserialize(spec, tmp_path, trt):
+    """Leave in the cache a plan of another TensorRT (8.0.1) whose sidecar matches it, so only deserializing fails."""
+    engine, _ = open_engine(spec, tmp_path, trt)
     plan_path = engine.plan_path
     engine.close()
     foreign = PLAN_MAGIC + b'{"version": "8.0.1", "cc": "5.3"}'
@@ -234,6 +233,12 @@ def test_plan_that_does_not_deserialize_is_rebuilt_once_with_one_warning(tiny_sp
     fields["plan_sha256"] = hashlib.sha256(foreign).hexdigest()
     with open(sidecar_path(plan_path), "w") as f:
         f.write(json.dumps(fields))
+
+
+def test_plan_that_does_not_deserialize_is_rebuilt_once_with_one_warning(tiny_spec, tmp_path, fake_trt, caplog):
+    """A plan whose sidecar matches but whose bytes TensorRT rejects (as after a driver-level incompatibility)."""
+    trt = fake_trt("8.2.1")
+    cache_a_plan_that_does_not_deserialize(tiny_spec, tmp_path, trt)
     builds = len(trt.FAKE.builds)
     caplog.set_level(logging.INFO)
     engine, _ = open_engine(tiny_spec, tmp_path, trt)
@@ -259,16 +264,7 @@ def test_a_build_that_fails_inside_the_engine_says_what_tensorrt_said(tiny_spec,
 def test_a_rebuild_failing_without_a_reason_does_not_borrow_the_earlier_deserialization_error(
         tiny_spec, tmp_path, fake_trt):
     trt = fake_trt("8.2.1")
-    engine, _ = open_engine(tiny_spec, tmp_path, trt)
-    plan_path = engine.plan_path
-    engine.close()
-    foreign = PLAN_MAGIC + b'{"version": "8.0.1", "cc": "5.3"}'
-    with open(plan_path, "wb") as f:
-        f.write(foreign)
-    fields = load_sidecar(plan_path)
-    fields["plan_sha256"] = hashlib.sha256(foreign).hexdigest()
-    with open(sidecar_path(plan_path), "w") as f:
-        f.write(json.dumps(fields))
+    cache_a_plan_that_does_not_deserialize(tiny_spec, tmp_path, trt)
     trt.FAKE.fail_build_unexplained = True
     with pytest.raises(EngineError) as raised:
         open_engine(tiny_spec, tmp_path, trt)
