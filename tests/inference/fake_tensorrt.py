@@ -224,13 +224,6 @@ class MemoryPoolType(enum.IntEnum):
     WORKSPACE = 0
 
 
-class TacticSource82(enum.IntEnum):
-    """TensorRT 8.2's tactic sources (nvinfer1::TacticSource); all three on by default."""
-    CUBLAS = 0
-    CUBLAS_LT = 1
-    CUDNN = 2
-
-
 class TacticSource(enum.IntEnum):
     """8.5 added EDGE_MASK_CONVOLUTIONS, 8.6 JIT_CONVOLUTIONS; 10.0 turned the library sources off by default."""
     CUBLAS = 0
@@ -238,6 +231,10 @@ class TacticSource(enum.IntEnum):
     CUDNN = 2
     EDGE_MASK_CONVOLUTIONS = 3
     JIT_CONVOLUTIONS = 4
+
+
+# TensorRT 8.2's tactic sources (nvinfer1::TacticSource): the three libraries, all on by default
+TacticSource82 = enum.IntEnum("TacticSource", [(m.name, m.value) for m in TacticSource if m <= TacticSource.CUDNN])
 
 
 def tactic_source_enum(generation):
