@@ -18,11 +18,9 @@ from .runtime import LiteRTInterpreter, MicroInterpreter
 
 def split_frames(data_root: Path, split: str, limit_per_class: int = 0):
     """A split's images as full RGB frames (the board's quantize_frame does the resizing) and their labels."""
-    samples = list_split(data_root, split)
-    if limit_per_class:
-        kept: dict[int, int] = {}
-        samples = [s for s in samples if kept.setdefault(s.label, 0) < limit_per_class
-                   and not kept.__setitem__(s.label, kept[s.label] + 1)]
+    from ..training.train import limit_per_class as limit
+
+    samples = limit(list_split(data_root, split), limit_per_class)
     return samples, [read_rgb(s.path) for s in samples], np.array([s.label for s in samples])
 
 
