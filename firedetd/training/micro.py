@@ -281,14 +281,40 @@ def train_micro(cfg: MicroTrainConfig) -> dict:
     val_logits = predict(model, val_views)
     temperature = fit_temperature(val_logits, val_labels)
     fold_temperature(model, temperature)
-    torch.save({"model": model.state_dict(), "epoch": best["epoch"], "temperature": temperature},
-               cfg.out / "best.pt")
-    val = classification_metrics(softmax(val_logits), val_labels, LABELS)
+    none_offset = fit_none_offset(val_logits / temperature, val_labels)
+    fold_none_offset(model, none_offset)
+    torch.save({"model": model.state_dict(), "epoch": best["epoch"], "temperature": temperature,
+                "none_offset": none_offset}, cfg.out / "best.pt")
+    val = classification_metrics(softmax(predict(model, val_views)), val_labels, LABELS)
     result = {"config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
               "parameters": count_parameters(model), "train_seconds": round(time.time() - started, 1),
-              "best_epoch": best["epoch"] + 1, "temperature": round(temperature, 4), "val": val, "history": history}
+              "best_epoch": best["epoch"] + 1, "temperature": round(temperature, 4), "none_offset": none_offset,
+              "val": val, "history": history}
     (cfg.out / "result.json").write_text(json.dumps(result, indent=2))
     return result
+
+
+def fit_none_offset(logits: np.ndarray, labels: np.ndarray, max_false_alarm: float = 0.05) -> float:
+    """A constant added to the `none` logit, chosen on validation: the most accurate offset that keeps the share
+    of `none` called fire or smoke at or under `max_false_alarm` (else the best mean recall less that share). The
+    student trains on class-balanced draws, so its prior for `none` is lower than a camera's; this moves it back
+    without retraining, as the temperature fixes calibration."""
+    none = LABELS.index("none")
+    best_key, best_offset = None, 0.0
+    for offset in np.round(np.arange(-1.0, 3.001, 0.05), 2):
+        shifted = logits.copy()
+        shifted[:, none] += offset
+        m = classification_metrics(softmax(shifted), labels, LABELS)
+        feasible = m["none_false_alarm_rate"] <= max_false_alarm
+        key = (feasible, m["accuracy"] if feasible else selection_score(m), -abs(offset))
+        if best_key is None or key > best_key:
+            best_key, best_offset = key, float(offset)
+    return best_offset
+
+
+def fold_none_offset(model: MicroNet, offset: float) -> None:
+    with torch.no_grad():
+        model.classifier.bias[LABELS.index("none")] += offset
 
 
 def fold_temperature(model: MicroNet, temperature: float) -> None:

@@ -80,3 +80,19 @@ def test_the_pretrained_start_takes_mobilenetv1s_strongest_filters_along_the_cha
     pw = source["features.1.pw.conv.weight"]
     out = torch.sort(torch.topk(pw.abs().flatten(1).sum(1), 32).indices).values
     assert torch.equal(model.features[2][0].weight, pw[out][:, kept])
+
+
+def test_the_none_offset_brings_false_alarms_under_the_bound_when_it_can():
+    from firedetd.training.micro import fit_none_offset
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1, 2], 200)
+    logits = rng.normal(0, 1, (600, 3))
+    logits[np.arange(600), labels] += 2.0
+    logits[labels == 2, 0] += 1.2          # a student that calls too much `none` fire
+    shifted = logits.copy()
+    offset = fit_none_offset(logits, labels, max_false_alarm=0.05)
+    shifted[:, 2] += offset
+    predicted = shifted.argmax(1)
+    assert offset > 0
+    assert (predicted[labels == 2] != 2).mean() <= 0.05
