@@ -124,7 +124,7 @@ def package_versions() -> dict:
 
 
 def write_micro_spec(out_dir: Path, tflite: Path, model_input: dict, model_output: dict, arena_bytes: int,
-                     temperature: float, extra: dict) -> Path:
+                     temperature: float, none_offset: float, extra: dict) -> Path:
     data = tflite.read_bytes()
     spec = {
         "name": "firedetd-micro",
@@ -135,7 +135,8 @@ def write_micro_spec(out_dir: Path, tflite: Path, model_input: dict, model_outpu
                   "mean": 128.0, "std": 128.0, "dtype": "int8",
                   "scale": model_input["scale"], "zero_point": model_input["zero_point"]},
         "output": {"kind": "logits", "dtype": "int8", "scale": model_output["scale"],
-                   "zero_point": model_output["zero_point"], "temperature_folded": round(temperature, 4)},
+                   "zero_point": model_output["zero_point"], "temperature_folded": round(temperature, 4),
+                   "none_offset_folded": none_offset},
         "arena_bytes": arena_bytes,
         "budget": {"flash_bytes": FLASH_BUDGET_BYTES, "arena_bytes": ARENA_BUDGET_BYTES},
         "files": {"tflite": {"path": tflite.name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()},
@@ -155,19 +156,21 @@ def export_micro(checkpoint: Path, data_root: Path, out_dir: Path, calibration_i
 
     torch.set_num_threads(1)
     model = load_micro(checkpoint)
-    temperature = float(torch.load(checkpoint, map_location="cpu", weights_only=True).get("temperature", 1.0))
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    temperature, none_offset = float(state.get("temperature", 1.0)), float(state.get("none_offset", 0.0))
     calibration = calibration_views(data_root, calibration_images)
     print(f"calibration set: {len(calibration)} views of {calibration_images} training images", flush=True)
     tflite = convert_int8(model, calibration, out_dir / TFLITE_NAME)
     # the float student beside its INT8 file: what the agreement tests compare against (~0.85 MB)
-    torch.save({"model": model.state_dict(), "temperature": temperature}, out_dir / PYTORCH_NAME)
+    torch.save({"model": model.state_dict(), "temperature": temperature, "none_offset": none_offset},
+               out_dir / PYTORCH_NAME)
     data = tflite.read_bytes()
     model_input, model_output = io_quantization(data)
     probe = np.round(normalise(calibration[:1]).numpy() / model_input["scale"]) + model_input["zero_point"]
     arena = minimum_arena(data, np.clip(probe, -128, 127).astype(np.int8))
     extra = {"version": version, "converter": package_versions(), "calibration_views": int(len(calibration)),
              "input_size": MICRO_SIZE}
-    spec_path = write_micro_spec(out_dir, tflite, model_input, model_output, arena, temperature, extra)
+    spec_path = write_micro_spec(out_dir, tflite, model_input, model_output, arena, temperature, none_offset, extra)
     spec = load_micro_spec(str(spec_path))
     header, source = write_c_array(spec, str(out_dir))
     print(f"{tflite}: {len(data)} bytes (budget {FLASH_BUDGET_BYTES}), arena {arena} bytes (budget "
