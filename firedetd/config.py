@@ -490,6 +490,28 @@ class AlertsConfig:
                     path, i, what, names.index(name), "" if self.webhooks[i].name else "; give each a name"))
 
 
+def _with_plugin_sinks(base):
+    """`base` plus one list key per sink kind that declares its options beside its code (`SinkKind.options`):
+    the sink's one file and one registry line are all it takes to get a validated, documented config block."""
+    from dataclasses import make_dataclass
+
+    from .alerts import SINKS, options_class
+
+    extra = []
+    for kind in SINKS.values():
+        cls = options_class(kind)
+        if cls is not None:
+            doc = (cls.__doc__ or "").strip().split("\n")[0]
+            extra.append((kind.config_key, Tuple[cls, ...], option(factory=tuple, doc=doc)))
+    merged = make_dataclass(base.__name__, extra, bases=(base,), frozen=True)
+    merged.__module__ = base.__module__
+    merged.__doc__ = base.__doc__
+    return merged
+
+
+AlertsConfig = _with_plugin_sinks(AlertsConfig)
+
+
 @dataclass(frozen=True)
 class HttpConfig:
     enabled: bool = option(True, doc="Serve /metrics, /healthz and the status page.")

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${1:-.venv}
 PY=${2:-python3}
-EXTRAS=${3:-mqtt,test}
+EXTRAS=${3:-mqtt,notify,test}
 PIP_QUIET=${PIP_QUIET:--q}
 
 if [ ! -x "$VENV/bin/python" ]; then

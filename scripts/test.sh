@@ -25,7 +25,7 @@ echo "== setup: Python 3.11 ($PY311)"
 [ -x .venv/bin/python ] || "$PY311" -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check ${TORCH_INDEX:+--index-url "$TORCH_INDEX"} \
   "torch==${TORCH_VERSION:-2.13.0}"
-scripts/setup.sh .venv "$PY311" "mqtt,test,train,federated,micro"
+scripts/setup.sh .venv "$PY311" "mqtt,notify,test,train,federated,micro"
 status=0
 
 echo "== ruff"
@@ -39,7 +39,7 @@ echo "== tests: Python 3.11 (training)"
 
 if [ "$PY36" != "none" ] && [ -x "$PY36" ]; then
   echo "== setup: Python 3.6 ($PY36)"
-  scripts/setup.sh .venv36 "$PY36" "mqtt,test"
+  scripts/setup.sh .venv36 "$PY36" "mqtt,notify,test"
   echo "== tests: Python 3.6 (runtime; training needs 3.8+ and skips)"
   .venv36/bin/python -m pytest -q -p no:cacheprovider "$@" || status=1
 else

@@ -38,12 +38,17 @@ class SinkKind(NamedTuple):
 
     config_key: str     # its key under `alerts:`: a list (one sink per entry) or a mapping (null: none)
     factory: str        # "module:function" (config, environ) -> [Sink]; imported only when configured
+    # "module:Class": the dataclass of one entry, declared beside the sink; config.py merges it into AlertsConfig
+    # as a list under `config_key`, so a new sink touches no other file. Empty: config.py declares the key itself.
+    # The module is imported with the config, so it must import its library (apprise, paho) lazily.
+    options: str = ""
 
 
 # Every kind of sink, in the order sinks are built and listed (check-config's summary line).
 SINKS = {
     "webhook": SinkKind("webhooks", "firedetd.alerts.webhook:sinks_from_config"),
     "mqtt": SinkKind("mqtt", "firedetd.alerts.mqtt:sinks_from_config"),
+    "notify": SinkKind("notify", "firedetd.alerts.notify:sinks_from_config", "firedetd.alerts.notify:NotifyConfig"),
 }
 
 
@@ -61,8 +66,16 @@ def configured_sinks(config) -> List[Tuple[str, int]]:
     return [(name, count) for name, count in counts if count]
 
 
+def options_class(kind: SinkKind):
+    """The dataclass a kind declares for one entry of its config block (`kind.options`), or None."""
+    if not kind.options:
+        return None
+    module_name, name = kind.options.split(":")
+    return getattr(importlib.import_module(module_name), name)
+
+
 def create_sinks(config, environ=None):
-    """Build every sink the config sets up, in registry order (webhooks, then MQTT); secrets and passwords are
+    """Build every sink the config sets up, in registry order (webhooks, MQTT, notifications); secrets and passwords are
     read from `environ` (default: the process environment)."""
     environ = os.environ if environ is None else environ
     sinks = []
