@@ -309,8 +309,8 @@ class Pipeline(object):
         return problems
 
     def camera_status(self):
-        """{camera: {"fire": bool, "smoke": bool, "fps": float or None, "problem": reason or None}}: the alert
-        states, decided FPS and picture problem now."""
+        """{camera: {"fire": bool, "smoke": bool, "fps": float or None, "problem": reason or None, "up": bool}}: the
+        alert states, decided FPS, picture problem and whether the source delivers, now."""
         fps = dict(self.postprocessor.fps.value) if self.postprocessor is not None else {}
         trackers = dict(self.postprocessor.trackers) if self.postprocessor is not None else {}
         problems = self.postprocessor.camera_problems() if self.postprocessor is not None else {}
@@ -318,7 +318,7 @@ class Pipeline(object):
         for name, capture in list(self.captures.items()):
             tracker = trackers.get(name)
             active = tracker.active_kinds if tracker is not None else ()
-            entry = {"fps": fps.get(name) if capture.up else 0.0, "problem": problems.get(name)}
+            entry = {"fps": fps.get(name) if capture.up else 0.0, "problem": problems.get(name), "up": capture.up}
             for kind in ("fire", "smoke"):
                 entry[kind] = kind in active
             status[name] = entry

@@ -9,8 +9,10 @@ become "_"):
     <prefix>/<device>/<camera>/fire       "ON" / "OFF", retained (and .../smoke)
     <prefix>/<device>/<camera>/problem    "ON" while the camera sends no usable picture (black, covered, frozen...),
                                           retained; .../problem/attributes: {"reason", "text"}, retained
+    <prefix>/<device>/<camera>/connected  "ON" while the camera's source delivers, "OFF" while it is down, retained
     <prefix>/<device>/<camera>/fps        decided frames per second, every status_interval_s, not retained
-    <discovery_prefix>/binary_sensor/<device>_<camera>_fire/config   and ..._smoke, ..._problem, sensor/..._fps
+    <discovery_prefix>/binary_sensor/<device>_<camera>_fire/config   and ..._smoke, ..._problem, ..._connected,
+    sensor/..._fps, and image/..._snapshot (with include_snapshot: the last alert's picture)
 
 Delivery: `deliver` waits (up to timeout_s) for a connection and, with QoS 1 or 2, for the broker's
 acknowledgement of the event (and its snapshot); anything else raises a retryable SinkError, so the outbox
@@ -23,7 +25,9 @@ delivered once paho wrote it to the socket, and a connection lost at that moment
 State topics show the detector's state now: set by each delivered event (raised/ongoing/escalated: ON; cleared:
 OFF for both kinds, since a camera has one incident at a time) and
 by `publish_status`, which the daemon calls with the live state, so an old event replayed after an outage, or
-an incident left open by a stopped run, does not leave a camera ON.
+an incident left open by a stopped run, does not leave a camera ON. A clean stop (`close`) removes the retained
+states and says "offline": a daemon that is gone shows no state at all, neither a fire that may still burn as
+OFF nor an old one as ON, and Home Assistant reads its entities as unavailable.
 """
 
 import json
@@ -47,6 +51,7 @@ OFFLINE = b"offline"
 ON = "ON"
 OFF = "OFF"
 KINDS = ("fire", "smoke")
+SNAPSHOT_CONTENT_TYPE = "image/jpeg"
 _ID_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")  # Home Assistant's node and object ids allow no dots
 DOWN_GRACE_S = 15.0  # a reconnect after a broker restart takes a few seconds; longer is a problem worth saying
 _MQTT_ERR_AGAIN = -1  # paho: queued behind the in-flight window; still tracked
@@ -156,9 +161,9 @@ class MqttSink(Sink):
     # ---- live status (the daemon's loop)
 
     def publish_status(self, cameras: Dict[str, dict]) -> None:
-        """Publish the live state of each camera, {camera: {"fire": bool, "smoke": bool, "fps": float or None}}:
-        a fire/smoke change at once, the FPS every status_interval_s. Never blocks; skipped while disconnected
-        (the states are sent again on reconnection)."""
+        """Publish the live state of each camera, {camera: {"fire": bool, "smoke": bool, "fps": float or None,
+        "problem": reason or None, "up": bool}}: a change at once, the FPS every status_interval_s. Never blocks;
+        skipped while disconnected (the states are sent again on reconnection)."""
         for camera in cameras:
             self._learn_camera(camera)
         self.connection.start()
@@ -168,6 +173,8 @@ class MqttSink(Sink):
                     self._set_state(camera, kind, ON if values[kind] else OFF)
             if "problem" in values:
                 self._set_problem(camera, values["problem"])
+            if "up" in values:
+                self._set_state(camera, "connected", ON if values["up"] else OFF)
         now = time.monotonic()
         if not self.connection.connected.is_set():
             return
@@ -240,6 +247,17 @@ class MqttSink(Sink):
             common, name="Picture problem", unique_id="firedetd_" + entity, state_topic=self.topic(camera, "problem"),
             payload_on=ON, payload_off=OFF, device_class="problem", entity_category="diagnostic",
             json_attributes_topic=self.topic(camera, "problem/attributes"))))
+        entity = object_id(self.device_id, camera, "connected")
+        configs.append(("binary_sensor", entity, dict(
+            common, name="Camera connected", unique_id="firedetd_" + entity,
+            state_topic=self.topic(camera, "connected"), payload_on=ON, payload_off=OFF,
+            device_class="connectivity", entity_category="diagnostic")))
+        if self.config.include_snapshot:
+            # no availability: the last alert's picture stays worth looking at while firedetd is stopped
+            entity = object_id(self.device_id, camera, "snapshot")
+            configs.append(("image", entity, dict(
+                device=device, name="Last alert snapshot", unique_id="firedetd_" + entity,
+                image_topic=self.topic(camera, "snapshot"), content_type=SNAPSHOT_CONTENT_TYPE)))
         entity = object_id(self.device_id, camera, "fps")
         configs.append(("sensor", entity, dict(common, name="FPS", unique_id="firedetd_" + entity,
                                                 state_topic=self.topic(camera, "fps"), unit_of_measurement="fps",
@@ -256,8 +274,15 @@ class MqttSink(Sink):
                                                             self._connect_hint())
 
     def close(self) -> None:
-        """Say "offline" (retained) and disconnect."""
-        self.connection.stop([(self.availability_topic, OFFLINE, 1, True)])
+        """Remove the retained live states, say "offline" (retained) and disconnect.
+
+        An empty retained message deletes the retained one: a stopped daemon has no state to show, and an incident
+        in progress is not pretended over (an OFF) nor left ON for whoever subscribes next week. The alert stream
+        keeps the incident's history; the next start publishes the states it finds."""
+        with self._lock:
+            topics = sorted(self.topic(camera, kind) for camera, kind in self._states)
+        self.connection.stop([(topic, b"", 1, True) for topic in topics]
+                             + [(self.availability_topic, OFFLINE, 1, True)])
 
 
 def sinks_from_config(config, environ) -> List[MqttSink]:

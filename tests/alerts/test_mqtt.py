@@ -7,6 +7,7 @@ import signal
 import socket
 
 import pytest
+from support.ha_discovery import discovery_errors
 from support.mqtt_broker import MOSQUITTO, SKIP_REASON, WAIT_S, MosquittoBroker, Recorder, free_port
 
 from firedetd.alerts.delivery import DeliveryThread
@@ -147,13 +148,25 @@ def test_the_last_will_says_offline_when_the_connection_dies_and_online_returns_
     sink.deliver(pending_event(outbox, make_alert(5)))  # and the sink works on the new connection
 
 
-def test_close_leaves_a_retained_offline(broker, recorder, mqtt_sink, outbox, make_alert):
+def test_a_clean_stop_leaves_offline_and_no_retained_fire_smoke_or_camera_state(
+        broker, recorder, mqtt_sink, outbox, make_alert):
     sink = mqtt_sink(broker.port)
-    sink.deliver(pending_event(outbox, make_alert(6)))
+    sink.publish_status({"cam1": {"fire": False, "smoke": True, "fps": 9.0, "problem": None, "up": True}})
+    sink.deliver(pending_event(outbox, make_alert(6)))  # an incident in progress at the stop: fire and smoke ON
+    states = [BASE + "/cam1/" + leaf for leaf in ("fire", "smoke", "connected", "problem", "problem/attributes")]
+    before = recorder(broker.port, [BASE + "/cam1/#"])
+    before.wait_for(lambda ms: {m.topic for m in ms} >= set(states) and before.payloads(BASE + "/cam1/fire"))
+    assert before.payloads(BASE + "/cam1/fire") == [b"ON"] and before.payloads(BASE + "/cam1/smoke") == [b"ON"]
+
     sink.close()
 
-    late = recorder(broker.port, [BASE + "/availability"])
-    assert late.wait_for(lambda ms: [(m.payload, m.retain) for m in ms]) == [(b"offline", True)]
+    late = recorder(broker.port)
+    late.wait_for(lambda ms: late.on(BASE + "/availability"))
+    assert [(m.payload, m.retain) for m in late.on(BASE + "/availability")] == [(b"offline", True)]
+    assert not [m.topic for m in late.messages if m.topic in states]  # gone from the broker, not turned OFF
+    # what a subscriber that stayed saw: the retained states deleted (empty payloads), then offline
+    cleared = before.wait_for(lambda ms: [m for m in ms if m.payload == b""] if len(ms) >= 2 * len(states) else None)
+    assert sorted(m.topic for m in cleared) == sorted(states)
 
 
 def test_an_event_is_delivered_only_once_the_broker_acknowledges_it_and_a_retry_reuses_the_sent_copy(
@@ -284,3 +297,78 @@ def test_names_are_made_safe_for_topics_and_home_assistant_ids():
     assert topic_segment("lab/1 #+") == "lab_1___"
     assert topic_segment("yard.east-2") == "yard.east-2"
     assert object_id("dev.1", "yard.east") == "dev_1_yard_east"
+
+
+def test_every_discovery_config_passes_home_assistants_discovery_schema(broker, recorder, mqtt_sink):
+    watcher = recorder(broker.port, ["homeassistant/#"])
+    sink = mqtt_sink(broker.port, include_snapshot=True)
+    sink.publish_status({"gate": {"fire": False, "smoke": False, "fps": 5.0, "problem": None, "up": True}})
+    entities = ("binary_sensor/dev-1_gate_fire", "binary_sensor/dev-1_gate_smoke", "binary_sensor/dev-1_gate_problem",
+                "binary_sensor/dev-1_gate_connected", "sensor/dev-1_gate_fps", "image/dev-1_gate_snapshot")
+    topics = ["homeassistant/%s/config" % entity for entity in entities]
+    watcher.wait_for(lambda ms: set(topics) <= {m.topic for m in ms})
+
+    assert sorted({m.topic for m in watcher.messages}) == sorted(topics)
+    for topic in topics:
+        config = json.loads(watcher.on(topic)[0].payload.decode("utf-8"))
+        assert discovery_errors(topic.split("/")[1], config) == [], topic
+    unique_ids = {json.loads(watcher.on(topic)[0].payload.decode("utf-8"))["unique_id"] for topic in topics}
+    assert len(unique_ids) == len(topics)
+
+
+def test_the_discovery_schema_check_rejects_what_home_assistant_would_refuse_or_drop():
+    fire = {"state_topic": BASE + "/gate/fire", "device_class": "safety", "device": {"identifiers": ["x"]}}
+    assert discovery_errors("binary_sensor", fire) == []
+    assert discovery_errors("binary_sensor", dict(fire, device_class="fire"))  # no such class
+    assert discovery_errors("binary_sensor", dict(fire, state_topic="a/+/fire"))  # a wildcard is not a state topic
+    assert discovery_errors("binary_sensor", dict(fire, snapshot_topic="x"))  # dropped without a word
+    assert discovery_errors("binary_sensor", dict(fire, device={"name": "no identifiers"}))
+    image = {"image_topic": BASE + "/gate/snapshot", "content_type": "image/jpeg"}
+    assert discovery_errors("image", image) == []
+    assert discovery_errors("image", {"content_type": "image/jpeg"})  # neither image_topic nor url_topic
+    assert discovery_errors("image", dict(image, url_topic=BASE + "/gate/url"))  # both
+
+
+def test_the_snapshot_image_entity_shows_the_last_raised_alerts_jpeg_and_stays_after_a_stop(
+        broker, recorder, mqtt_sink, outbox, make_alert):
+    sink = mqtt_sink(broker.port, include_snapshot=True)
+    alert = make_alert(11)
+    sink.deliver(pending_event(outbox, alert))
+    sink.close()
+
+    late = recorder(broker.port)
+    topic = "homeassistant/image/dev-1_cam1_snapshot/config"
+    late.wait_for(lambda ms: late.on(topic) and late.on(BASE + "/cam1/snapshot"))
+    config = json.loads(late.on(topic)[0].payload.decode("utf-8"))
+    assert (config["image_topic"], config["content_type"]) == (BASE + "/cam1/snapshot", "image/jpeg")
+    assert "availability_topic" not in config  # the picture is history: viewable while firedetd is stopped
+    assert config["device"]["identifiers"] == ["firedetd_dev-1_cam1"]  # on the camera's device, beside its sensors
+    assert [(m.payload, m.retain) for m in late.on(BASE + "/cam1/snapshot")] == [(alert.snapshot_jpeg, True)]
+
+
+def test_without_include_snapshot_no_image_entity_is_announced(broker, recorder, mqtt_sink, outbox, make_alert):
+    watcher = recorder(broker.port)
+    sink = mqtt_sink(broker.port)
+    sink.deliver(pending_event(outbox, make_alert(12)))
+    watcher.wait_for(lambda ms: watcher.on("homeassistant/binary_sensor/dev-1_cam1_connected/config")
+                     and watcher.on(BASE + "/cam1/fire"))
+    assert not [m for m in watcher.messages if m.topic.startswith("homeassistant/image/")]
+
+
+def test_the_connectivity_sensor_follows_the_cameras_source_up_and_down(broker, recorder, mqtt_sink):
+    watcher = recorder(broker.port)
+    sink = mqtt_sink(broker.port)
+    sink.publish_status({"gate": {"fire": False, "smoke": False, "fps": 5.0, "up": True}})
+    watcher.wait_for(lambda ms: watcher.on(BASE + "/gate/connected"))  # connected: each change goes out now
+    for up in (True, False, False, True):
+        sink.publish_status({"gate": {"fire": False, "smoke": False, "fps": 5.0 if up else 0.0, "up": up}})
+
+    watcher.wait_for(lambda ms: len(watcher.payloads(BASE + "/gate/connected")) >= 3
+                     and watcher.on("homeassistant/binary_sensor/dev-1_gate_connected/config"))
+    assert watcher.payloads(BASE + "/gate/connected") == [b"ON", b"OFF", b"ON"]  # changes only
+    late = recorder(broker.port, [BASE + "/gate/connected"])
+    assert late.wait_for(lambda ms: [(m.payload, m.retain) for m in ms]) == [(b"ON", True)]
+    config = json.loads(watcher.on("homeassistant/binary_sensor/dev-1_gate_connected/config")[0].payload)
+    assert (config["device_class"], config["state_topic"], config["entity_category"]) == (
+        "connectivity", BASE + "/gate/connected", "diagnostic")
+    assert config["availability_topic"] == BASE + "/availability"

@@ -1,6 +1,7 @@
 """The real daemon (subprocess, bundled fire video looping, the shipped model) publishing to a real mosquitto on
 127.0.0.1: a fire alert arrives on the camera's alert topic, Home Assistant discovery and state are retained,
-the FPS is published, and SIGTERM leaves the device "offline"."""
+the FPS and the source's connectivity are published, and SIGTERM leaves the device "offline" with no retained
+fire or smoke state."""
 
 import json
 import os
@@ -29,7 +30,8 @@ def write_config(tmp_path, broker_port):
     return path
 
 
-def test_the_daemon_publishes_a_fire_alert_discovery_state_and_fps_and_goes_offline_on_stop(tmp_path):
+def test_the_daemon_publishes_a_fire_alert_discovery_state_and_fps_and_goes_offline_on_stop_leaving_no_fire_state(
+        tmp_path):
     broker = MosquittoBroker(tmp_path / "broker").start()
     watcher = Recorder(broker.port).wait_subscribed()
     daemon = DaemonProcess(write_config(tmp_path, broker.port)).start()
@@ -45,7 +47,8 @@ def test_the_daemon_publishes_a_fire_alert_discovery_state_and_fps_and_goes_offl
     try:
         late = Recorder(broker.port).wait_subscribed()
         late.wait_for(lambda ms: late.on("homeassistant/binary_sensor/e2e-dev_house_fire/config")
-                      and late.on(BASE + "/availability") and late.on(BASE + "/house/fire"))
+                      and late.on("homeassistant/binary_sensor/e2e-dev_house_connected/config")
+                      and late.on(BASE + "/availability"))
         fire_config = json.loads(late.on("homeassistant/binary_sensor/e2e-dev_house_fire/config")[0].payload)
         late.close()
     finally:
@@ -54,4 +57,7 @@ def test_the_daemon_publishes_a_fire_alert_discovery_state_and_fps_and_goes_offl
     assert raised[0]["state"] == "raised" and raised[0]["device"] == "e2e-dev" and raised[0]["camera"] == "house"
     assert fire_config["state_topic"] == BASE + "/house/fire"
     assert late.payloads(BASE + "/availability") == [b"offline"]  # said on the way out, retained
-    assert late.on(BASE + "/house/fire")[0].retain
+    fire = watcher.payloads(BASE + "/house/fire")
+    assert b"ON" in fire and fire[-1] == b""  # ON during the run, deleted at the stop
+    assert late.on(BASE + "/house/fire") == [] and late.on(BASE + "/house/smoke") == []
+    assert b"ON" in watcher.payloads(BASE + "/house/connected")  # OFF at first while the file source opens
