@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 DEFAULT_ENDLESS_DURATION_S = 10.0   # a camera or test:// source never ends by itself
 DEFAULT_WARMUP_FRAMES = 20          # end-to-end: first decisions (engine first runs, preroll) left out
 PROGRESS_INTERVAL_S = 0.5
+PROGRESS_LOG_INTERVAL_S = 10.0      # stderr not a terminal (a log, a CI job): a whole line this often
 PER_FRAME_KEYS = ("latencies_ms", "decided_s", "engine_ms_per_frame")
 
 
@@ -106,29 +107,49 @@ def _cpu_model():
 
 
 class Progress(object):
-    """One overwritten status line on stderr, at most every PROGRESS_INTERVAL_S; silent when disabled."""
+    """Progress on stderr, silent when disabled. On a terminal, one line overwritten at most every
+    PROGRESS_INTERVAL_S; elsewhere (a file, a pipe, the journal) whole lines without carriage returns or escape
+    codes, which would garble a log: a phase's first step, one every PROGRESS_LOG_INTERVAL_S, and its last."""
 
     def __init__(self, enabled=True, stream=None):
         self.enabled = enabled
         self.stream = stream or sys.stderr
+        self.overwrite = _is_terminal(self.stream)
         self._last = 0.0
         self._shown = False
+        self._pending = ""   # a line-mode step not written yet, written by done() as the phase's last
 
     def show(self, text, force=False):
+        if not self.enabled:
+            return
         now = time.time()
-        if not self.enabled or (not force and now - self._last < PROGRESS_INTERVAL_S):
+        interval = PROGRESS_INTERVAL_S if self.overwrite else PROGRESS_LOG_INTERVAL_S
+        if not force and now - self._last < interval:
+            self._pending = text
             return
         self._last = now
         self._shown = True
-        self.stream.write("\r\033[Kbench: " + text)
+        self._pending = ""
+        self.stream.write(("\r\033[Kbench: %s" if self.overwrite else "bench: %s\n") % text)
         self.stream.flush()
 
     def done(self):
         if self.enabled and self._shown:
-            self.stream.write("\n")
+            if self.overwrite:
+                self.stream.write("\n")
+            elif self._pending:
+                self.stream.write("bench: %s\n" % self._pending)
             self.stream.flush()
         self._shown = False
+        self._pending = ""
         self._last = 0.0   # the next phase announces itself at once, however soon it starts
+
+
+def _is_terminal(stream):
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):   # no isatty, or a closed stream
+        return False
 
 
 # ------------------------------------------------------------------------------------------- engine-only

@@ -97,11 +97,10 @@ def config_where(path, message):
 
 
 def setup_logging(level, debug=False):
-    logging.basicConfig(level=logging.DEBUG if debug else getattr(logging, level.upper()),
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr)
-    # urllib3's debug lines quote each request's path and query, where webhook tokens live; firedetd logs its own
-    # requests with the URL redacted
-    logging.getLogger("urllib3").setLevel(max(logging.INFO, logging.getLogger().level))
+    """Log to stderr: timestamped lines, or `<N>`-prefixed ones when stderr is systemd's journal (firedetd.logs)."""
+    from .logs import setup_logging as setup_stderr_logging
+
+    setup_stderr_logging(level, debug, os.environ, sys.stderr)
 
 
 # ---------------------------------------------------------------------------- subcommands

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".ts")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+PROGRESS_LINE_STEP = 0.1   # output not a terminal: one progress line per 10 % of a video or folder
 LABELS = ("fire", "smoke", "none")
 
 
@@ -291,23 +292,52 @@ def evaluate_video(config, video, segments_or_none, label=None, progress=True, t
 
 
 def _wait_until_done(pipeline, frame_count, progress, title):
+    shown = ProgressLine(title, frame_count, "frames") if progress else None
     last_print = 0.0
     while not (pipeline.finished_sources() and pipeline.drained()) and pipeline.fatal_error is None:
         time.sleep(0.1)
-        if progress and time.time() - last_print > 1.0:
+        if shown is not None and time.time() - last_print > 1.0:
             last_print = time.time()
-            _progress(title, pipeline.postprocessor.seen, frame_count)
-    if progress:
-        _progress(title, pipeline.postprocessor.seen, pipeline.postprocessor.seen, end=True)
+            shown.update(pipeline.postprocessor.seen)
+    if shown is not None:
+        shown.finish(pipeline.postprocessor.seen)
 
 
-def _progress(title, done, total, end=False):
-    width = 30
-    share = min(1.0, done / float(total)) if total else 0.0
-    bar = "#" * int(share * width) + "." * (width - int(share * width))
-    sys.stderr.write("\reval %-40s [%s] %d/%s frames" % (title[:40], bar, done, total or "?"))
-    sys.stderr.write("\n" if end else "")
-    sys.stderr.flush()
+class ProgressLine(object):
+    """A video's or folder's progress on stderr: a bar redrawn in place on a terminal; elsewhere (a file, a pipe,
+    a CI log) a whole line per PROGRESS_LINE_STEP of the way, with no carriage return to garble the log."""
+
+    def __init__(self, title, total, unit, stream=None):
+        self.title, self.total, self.unit = title[:40], total, unit
+        self.stream = stream or sys.stderr
+        try:
+            self.redraw = self.stream.isatty()
+        except (AttributeError, ValueError):
+            self.redraw = False
+        self._steps_written = -1
+
+    def update(self, done):
+        share = min(1.0, done / float(self.total)) if self.total else 0.0
+        if self.redraw:
+            width = 30
+            bar = "#" * int(share * width) + "." * (width - int(share * width))
+            self.stream.write("\reval %-40s [%s] %d/%s %s" % (self.title, bar, done, self.total or "?", self.unit))
+        else:
+            steps = int(share / PROGRESS_LINE_STEP)
+            if steps <= self._steps_written:
+                return
+            self._steps_written = steps
+            self.stream.write("eval %s: %d/%s %s (%d%%)\n" % (self.title, done, self.total or "?", self.unit,
+                                                               round(share * 100)))
+        self.stream.flush()
+
+    def finish(self, done):
+        """The last line: all `done` of them (the container's frame count is an estimate)."""
+        self.total = done
+        self.update(done)
+        if self.redraw:
+            self.stream.write("\n")
+            self.stream.flush()
 
 
 # ------------------------------------------------------------------------------------------- images
@@ -342,6 +372,7 @@ def evaluate_images(config, folder, progress=True):
     preprocess = Preprocessor(spec.input)
     size = (spec.input.width, spec.input.height)
     rows = []
+    shown = ProgressLine(os.path.basename(folder.rstrip("/")), len(images), "images") if progress else None
     try:
         for index, (path, label) in enumerate(images):
             bgr = cv2.imread(path, cv2.IMREAD_COLOR)
@@ -352,10 +383,12 @@ def evaluate_images(config, folder, progress=True):
                 image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
             probs = to_probabilities(engine.infer(preprocess([image])), spec.output.kind)[0]
             rows.append((label, np.asarray(probs, dtype=np.float64)))
-            if progress and (index % 25 == 0 or index == len(images) - 1):
-                _progress(os.path.basename(folder.rstrip("/")), index + 1, len(images), end=index == len(images) - 1)
+            if shown is not None and (index % 25 == 0 or index == len(images) - 1):
+                shown.update(index + 1)
     finally:
         engine.close()
+    if shown is not None:
+        shown.finish(len(images))
     return image_metrics(rows, spec.labels, {k: config.detection.thresholds(k).on for k in ("fire", "smoke")})
 
 

@@ -245,12 +245,14 @@ def run(args) -> int:
     import os
     import signal
 
+    from .cli import setup_logging
+
     config = load_relay_config(args.config)
     password = config.mqtt.resolve_password("mqtt", os.environ)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging("info", getattr(args, "debug", False))
     relay = SceneRelay(config, password).start()
     log.info("scene-relay: %s -> %s/<scene>/alert, %d scene(s), window %.0f s", config.input_topic,
              config.output_prefix, len(config.scenes), config.window_s)

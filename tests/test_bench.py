@@ -4,6 +4,7 @@ Never the speed itself: timings on these shared machines are noise; benchmarks/ 
 The runs are real: the shipped ONNX model, the bundled video through GStreamer, a `firedetd bench` subprocess.
 """
 
+import io
 import json
 import os
 import subprocess
@@ -12,6 +13,7 @@ import sys
 import pytest
 
 from firedetd.bench import (
+    Progress,
     end_to_end,
     engine_only,
     jain_index,
@@ -52,6 +54,8 @@ def test_cli_json_has_engine_only_and_end_to_end_figures_and_the_efficiency(tmp_
     assert report["machine"]["nproc"] >= 1 and report["model"]["name"]
     assert "latencies_ms" not in engine and "latencies_ms" not in e2e  # per-frame lists stay out of the JSON
     assert "end-to-end" in err  # the progress line went to stderr, not into the JSON
+    # stderr is a pipe here, as in a log or CI: whole lines, nothing that only a terminal can draw
+    assert "\r" not in err and "\x1b" not in err and "bench: engine-only 5/5\n" in err
 
 
 def test_cli_table_names_both_modes_and_the_ratio(tmp_path):
@@ -62,6 +66,18 @@ def test_cli_table_names_both_modes_and_the_ratio(tmp_path):
     assert process.returncode == 0, err
     assert "engine-only" in out and "end-to-end" in out and "pipeline efficiency" in out
     assert err == ""
+
+
+def test_progress_off_a_terminal_writes_each_phases_first_and_last_step_as_whole_lines():
+    log = io.StringIO()
+    progress = Progress(stream=log)
+    for i in range(200):
+        progress.show("engine-only %d/200" % (i + 1))
+    progress.done()
+    progress.show("end-to-end 0 frames decided, 0 s")
+    progress.done()
+    assert log.getvalue().splitlines() == ["bench: engine-only 1/200", "bench: engine-only 200/200",
+                                           "bench: end-to-end 0 frames decided, 0 s"]
 
 
 def test_engine_only_on_a_batch_reports_frames_per_second_for_the_whole_batch(spec, make_config):

@@ -1,15 +1,27 @@
 """`firedetd eval`: the truth readers, the scoring, and a real run of the daemon's pipeline (GStreamer or OpenCV
 capture, the shipped ONNX model, the shipped thresholds) over the shared labelled video."""
 
+import io
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 from support.daemon import REPO
 
 from firedetd import cli
 from firedetd.errors import ConfigError
-from firedetd.evaluation import find_videos, image_metrics, merge_segments, read_truth, score, totals, verdict_of
+from firedetd.evaluation import (
+    ProgressLine,
+    find_videos,
+    image_metrics,
+    merge_segments,
+    read_truth,
+    score,
+    totals,
+    verdict_of,
+)
 
 VIDEOS = os.path.join(os.path.dirname(REPO), "shared", "data", "video")
 SYNTHETIC = os.path.join(VIDEOS, "synthetic_fire_smoke_40s.mp4")
@@ -123,3 +135,45 @@ def test_eval_scores_a_folder_of_images_by_class_with_the_shipped_model(tmp_path
     assert code == 0 and result["images"] == sum(counts.values())
     assert {k: v["count"] for k, v in result["per_class"].items()} == counts
     assert result["accuracy"] > 0.8 and result["none_called_alarm"] is not None
+
+
+class TerminalStream(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_redraws_in_place_on_a_terminal_and_writes_a_line_per_tenth_elsewhere():
+    terminal, log = TerminalStream(), io.StringIO()
+    for stream in (terminal, log):
+        shown = ProgressLine("house.mp4", 900, "frames", stream)
+        for done in range(0, 900, 30):
+            shown.update(done)
+        shown.finish(899)
+    assert terminal.getvalue().count("\r") == 31 and terminal.getvalue().endswith("899/899 frames\n")
+    lines = log.getvalue().splitlines()
+    assert "\r" not in log.getvalue() and len(lines) == 11
+    assert lines[0] == "eval house.mp4: 0/900 frames (0%)" and lines[-1] == "eval house.mp4: 899/899 frames (100%)"
+
+
+def test_eval_piped_to_a_file_writes_no_carriage_return_or_escape_code(tmp_path):
+    import cv2
+    import numpy as np
+
+    video = str(tmp_path / "dusk.mp4")
+    writer = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*"mp4v"), 10, (160, 120))
+    for i in range(40):
+        writer.write(np.full((120, 160, 3), i * 5, np.uint8))
+    writer.release()
+    rng = np.random.RandomState(0)
+    for label in ("fire", "none"):
+        (tmp_path / "pictures" / label).mkdir(parents=True)
+        for i in range(3):
+            cv2.imwrite(str(tmp_path / "pictures" / label / ("%d.jpg" % i)), rng.randint(0, 256, (120, 160, 3),
+                                                                                         dtype=np.uint8))
+    result = subprocess.run([sys.executable, "-m", "firedetd", "eval", "--video", video, "--label", "none",
+                             "--images", str(tmp_path / "pictures"), "--state-dir", str(tmp_path / "state")],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120)
+    err = result.stderr.decode()
+    assert result.returncode == 0, err
+    assert "eval [1/1] dusk.mp4: 40/40 frames (100%)\n" in err and "eval pictures: 6/6 images (100%)\n" in err
+    assert "\r" not in err and "\x1b" not in err and b"\r" not in result.stdout

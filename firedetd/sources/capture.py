@@ -4,6 +4,10 @@ A failing source is reopened with exponential backoff (with jitter, capped), and
 whether frames flow. A source that stops delivering for `stall_timeout_s` is restarted. The end
 of a file ends the thread cleanly; a permanent failure (an element missing on this machine) is
 reported to the pipeline, which decides whether the daemon can go on.
+
+A camera that stays dead is retried every few seconds (so it is watched again soon after it comes back) but
+logged only at its first failure and then at doubling intervals, up to one line in ten minutes; metrics count
+every attempt. Its recovery is one line.
 """
 
 import logging
@@ -22,6 +26,8 @@ from .region import WatchedRegion
 log = logging.getLogger(__name__)
 
 READ_TIMEOUT_S = 0.5
+FAILURE_LOG_FIRST_GAP_S = 15.0
+FAILURE_LOG_MAX_GAP_S = 600.0
 
 # how a capture thread ended
 RUNNING = "running"
@@ -30,11 +36,53 @@ FAILED = "failed"         # permanent source error
 STOPPED = "stopped"
 
 
+class FailureLogSchedule(object):
+    """Which failures of a failing camera get a log line: the first, then one after gaps that double from
+    `first_gap_s` up to `max_gap_s`, so a camera dead for a day writes about 150 lines instead of 30000."""
+
+    def __init__(self, first_gap_s=FAILURE_LOG_FIRST_GAP_S, max_gap_s=FAILURE_LOG_MAX_GAP_S):
+        self.first_gap_s = first_gap_s
+        self.max_gap_s = max_gap_s
+        self.reset()
+
+    def reset(self):
+        """The camera delivers again: its next failure is a new streak, logged at once."""
+        self.attempts = 0            # failed attempts in this streak
+        self.started_ns = 0
+        self._unlogged = 0
+        self._gap_s = self.first_gap_s
+        self.next_gap_s = self.first_gap_s   # from the last line to the next one, if failures go on
+        self._next_line_ns = None
+
+    def note_failure(self, now_ns):
+        """Count one failed attempt; the number of attempts since the last line when this one gets a line, else 0."""
+        self.attempts += 1
+        self._unlogged += 1
+        if self._next_line_ns is None:
+            self.started_ns = now_ns
+        elif now_ns < self._next_line_ns:
+            return 0
+        self.next_gap_s = self._gap_s
+        self._next_line_ns = now_ns + int(self._gap_s * 1e9)
+        self._gap_s = min(self.max_gap_s, self._gap_s * 2)
+        attempts, self._unlogged = self._unlogged, 0
+        return attempts
+
+
+def describe_duration(seconds):
+    """`45 s`, `12 min`, `3.5 h`: how long a camera has been failing, in the unit a reader wants."""
+    if seconds < 120:
+        return "%.0f s" % seconds
+    if seconds < 7200:
+        return "%.0f min" % (seconds / 60)
+    return "%.1f h" % (seconds / 3600)
+
+
 class CaptureThread(threading.Thread):
     """Reads one camera into its FrameQueue until stopped, the file ends, or the source fails for good."""
 
     def __init__(self, camera, geometry, frame_queues, metrics, on_exit=None, source_factory=create_source,
-                 region=None, gate=None):
+                 region=None, gate=None, failure_log=None):
         super(CaptureThread, self).__init__(name="capture-%s" % camera.name, daemon=True)
         self.camera = camera
         self.geometry = geometry
@@ -57,6 +105,7 @@ class CaptureThread(threading.Thread):
         self._failures = 0
         self._lost_seen = 0      # the current source's frames_lost already counted
         self._superseded_seen = 0
+        self.failure_log = failure_log or FailureLogSchedule()
 
     def stop(self):
         self.stop_event.set()
@@ -104,10 +153,11 @@ class CaptureThread(threading.Thread):
             except SourceError as e:
                 self._note_failure(e)
                 if e.permanent:
-                    self.state, self.error = FAILED, redact_url(str(e))
+                    self.state = FAILED
                     log.error("%s: %s (not retrying: this cannot succeed on this machine)", self.camera.name,
                               self.error)
                     return
+                self._log_failure()
             finally:
                 self._count_lost_frames(source)
                 self._close_quietly(source)
@@ -135,8 +185,8 @@ class CaptureThread(threading.Thread):
             last_progress = now
             if not self._frame_is_usable(raw):
                 continue
-            self._failures = 0
             self._set_up(True)
+            self._failures = 0
             self._enqueue(raw, now)
 
     def _count_lost_frames(self, source):
@@ -177,7 +227,21 @@ class CaptureThread(threading.Thread):
         self._failures += 1
         self.error = redact_url(str(error))   # an rtsp://user:password@ URL must not reach logs or /healthz
         self.metrics.source_errors.labels(self.camera.name).inc()
-        log.warning("%s: source failed (%s); reconnecting (attempt %d)", self.camera.name, self.error, self._failures)
+
+    def _log_failure(self):
+        schedule = self.failure_log
+        attempts = schedule.note_failure(monotonic_ns())
+        if not attempts:
+            return
+        if schedule.attempts == 1:
+            log.warning("%s: source failed (%s); reconnecting every %g s at most, logged again after %s if it "
+                        "still fails", self.camera.name, self.error, self.camera.source.reconnect_max_s,
+                        describe_duration(schedule.next_gap_s))
+            return
+        log.warning("%s: source still failing after %d attempts over %s (%d since the last line; latest: %s); "
+                    "next line in %s if it goes on", self.camera.name, schedule.attempts,
+                    describe_duration((monotonic_ns() - schedule.started_ns) / 1e9), attempts, self.error,
+                    describe_duration(schedule.next_gap_s))
 
     def backoff_s(self):
         """Exponential backoff with jitter: initial * 2^(failures-1), capped, times 0.5..1."""
@@ -196,7 +260,13 @@ class CaptureThread(threading.Thread):
     def _set_up(self, up):
         if up != self.up:
             self.up = up
-            log.info("%s: source %s", self.camera.name, "up" if up else "down")
+            schedule = self.failure_log
+            if up and schedule.attempts:
+                log.info("%s: source up again after %d failed attempt(s) over %s", self.camera.name,
+                         schedule.attempts, describe_duration((monotonic_ns() - schedule.started_ns) / 1e9))
+                schedule.reset()
+            else:
+                log.info("%s: source %s", self.camera.name, "up" if up else "down")
         self.metrics.source_up.labels(self.camera.name).set(1 if up else 0)
 
     def _close_quietly(self, source):
