@@ -60,8 +60,29 @@ def import_gst():
                     "python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0; in a virtualenv also "
                     "pip install PyGObject); or set source.backend: opencv (%s)" % e)
             Gst.init(None)
+            _resolve_lazy_attributes(Gst, GstVideo)
             _gst_modules.append((Gst, GstVideo, GstApp))
         return _gst_modules[0]
+
+
+# PyGObject builds a module's enums, flags and classes on first attribute access, and that is not thread-safe:
+# two cameras opening at once on Python 3.6 made one capture thread die with "type object 'MessageType' has no
+# attribute 'ERROR'". Every name the backend uses is resolved here, once, under the import lock.
+_GST_NAMES = ("MessageType.ERROR", "MessageType.WARNING", "MessageType.EOS", "State.PLAYING", "State.NULL",
+              "StateChangeReturn.ASYNC", "StateChangeReturn.FAILURE", "StateChangeReturn.SUCCESS", "Format.TIME",
+              "SeekFlags.FLUSH", "SeekFlags.KEY_UNIT", "ParseError.NO_SUCH_ELEMENT", "PadProbeType.BUFFER",
+              "PadProbeType.EVENT_DOWNSTREAM", "PadProbeReturn.OK", "PadProbeReturn.REMOVE", "EventType.CAPS",
+              "ClockType.MONOTONIC", "Rank.PRIMARY", "ElementFactory.find", "Caps.from_string", "SystemClock.obtain",
+              "CLOCK_TIME_NONE", "SECOND", "parse_launch")
+_GSTVIDEO_NAMES = ("VideoInfo", "buffer_get_video_meta")
+
+
+def _resolve_lazy_attributes(Gst, GstVideo):
+    for module, names in ((Gst, _GST_NAMES), (GstVideo, _GSTVIDEO_NAMES)):
+        for dotted in names:
+            value = module
+            for part in dotted.split("."):
+                value = getattr(value, part)
 
 
 class PipelinePlan(NamedTuple):

@@ -481,3 +481,33 @@ def test_a_usb_camera_on_a_jetson_decodes_mjpeg_on_the_cpu_not_through_nvv4l2dec
     assert "nvvidconv" not in plan.description and "decodebin" in plan.description
     rtsp = plan_for("rtsp://192.0.2.1/s", JETSON | {"nvjpegdec"})
     assert rtsp.hardware_decoder and "nvv4l2decoder" not in rtsp.skip_decoders   # streams keep the hardware path
+
+
+def test_every_gstreamer_name_the_backend_uses_is_resolved_once_at_import():
+    """PyGObject builds enums and classes on first access, not thread-safely: two cameras opening at once once
+    killed a capture thread with "type object 'MessageType' has no attribute 'ERROR'". import_gst resolves
+    them under its lock; a name used in gst.py but missing from that list would be built lazily again."""
+    import re
+
+    with open(gst.__file__) as f:
+        source = f.read()
+    used = set(re.findall(r"\bGst\.([A-Za-z_]+)", source)) - {"init"}
+    resolved = {name.split(".")[0] for name in gst._GST_NAMES}
+    assert used <= resolved, sorted(used - resolved)
+    used_video = set(re.findall(r"\bGstVideo\.([A-Za-z_]+)", source))
+    assert used_video <= set(gst._GSTVIDEO_NAMES), sorted(used_video - set(gst._GSTVIDEO_NAMES))
+
+
+@needs_gst
+def test_import_gst_leaves_the_enums_built_before_any_camera_thread_runs():
+    # a fresh process: nothing else has touched GStreamer's names yet. Only the CamelCase names (enums, flags,
+    # classes) are built lazily into the module; CLOCK_TIME_NONE, SECOND and functions are plain values
+    import subprocess
+    import sys
+
+    code = ("from firedetd.sources import gst\n"
+            "Gst = gst.import_gst()[0]\n"
+            "names = {n.split('.')[0] for n in gst._GST_NAMES if n[0].isupper() and n.split('.')[0][1:2].islower()}\n"
+            "print(sorted(n for n in names if n not in vars(Gst)))\n")
+    out = subprocess.check_output([sys.executable, "-c", code], universal_newlines=True, timeout=60)
+    assert out.strip() == "[]"
