@@ -24,7 +24,8 @@ def micro_section(engines: Path) -> list[str]:
     nano_bytes = nano["files"]["fp32"]["bytes"]
     lines = [
         "## The micro model (firedetd-micro)", "",
-        "A 96×96 full-INT8 student distilled from the shipped model for microcontrollers (ESP32-S3, Cortex-M7); "
+        "A 96×96 full-INT8 student (distilled from the MobileNetV2 of model version 2) for microcontrollers (ESP32-S3, "
+        "Cortex-M7); "
         "how it was made and how a board uses it: [micro.md](micro.md). Test split "
         f"({test['images']} images); the micro model measured in the TensorFlow Lite Micro interpreter "
         "(tflite-micro, reference kernels) with the arena below.", "",
