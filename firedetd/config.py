@@ -419,7 +419,9 @@ class MqttConfig:
                              "acknowledged it; 0: once it left this device (no acknowledgement exists; see "
                              "docs/mqtt.md).", choices=(0, 1, 2))
     include_snapshot: bool = option(False, doc="Publish snapshots (binary JPEG) on "
-                                                "<prefix>/<device>/<camera>/snapshot.")
+                                                "<prefix>/<device>/<camera>/snapshot, retained, and announce a Home "
+                                                "Assistant `image` entity per camera showing the last alert's "
+                                                "picture (docs/mqtt.md).")
     timeout_s: float = option(10.0, doc="How long one delivery waits for a connection and for the broker's "
                                         "acknowledgement before it fails and the outbox retries it.",
                               minimum=0.1, maximum=300)
