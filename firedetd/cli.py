@@ -23,7 +23,10 @@ def add_config_arguments(parser):
                                                "the bundled sample video)")
     parser.add_argument("--source", metavar="URI", help="watch this one source instead of the config's cameras "
                                                         "(csi://0, v4l2:///dev/video0, rtsp://..., file://..., test://)")
-    parser.add_argument("--loop", action="store_true", help="with a file:// --source: loop it")
+    parser.add_argument("--loop", action="store_true", help="start file:// sources again at their end: the --source, "
+                                                            "else the config's file:// cameras or the bundled sample")
+    parser.add_argument("--realtime", action="store_true", help="play file:// sources at their own frame rate, like a "
+                                                                "camera (the same ones as --loop)")
     parser.add_argument("--webhook", metavar="URL", action="append", default=[], help="add a webhook sink (repeatable)")
     parser.add_argument("--metrics-addr", metavar="HOST:PORT", help="where /metrics and /healthz listen "
                                                                     "(default 127.0.0.1:9108)")
@@ -52,10 +55,9 @@ def apply_overrides(raw, args):
         cameras = raw.get("cameras") or []
         first = cameras[0] if isinstance(cameras, list) and cameras else None
         name = first.get("name", "cam0") if isinstance(first, dict) else "cam0"
-        source = {"uri": args.source}
-        if getattr(args, "loop", False):
-            source["loop"] = True
-        raw["cameras"] = [{"name": name, "source": source}]
+        raw["cameras"] = [{"name": name, "source": dict({"uri": args.source}, **file_playback(args))}]
+    elif file_playback(args):
+        raw["cameras"] = cameras_played_as_asked(raw.get("cameras"), file_playback(args))
     if args.webhook:
         alerts = section(raw, "alerts")
         hooks = list(alerts.get("webhooks") or []) if isinstance(alerts.get("webhooks") or [], list) else []
@@ -70,6 +72,35 @@ def apply_overrides(raw, args):
     if args.log_level:
         raw["log_level"] = args.log_level
     return raw
+
+
+def file_playback(args):
+    """The file:// options --loop and --realtime ask for: {"loop": True, "realtime": True}, either or none."""
+    return {key: True for key in ("loop", "realtime") if getattr(args, key, False)}
+
+
+def cameras_played_as_asked(cameras, playback):
+    """The raw `cameras` with `playback` set on each file:// camera; no cameras means the bundled sample, which is
+    one. ConfigError when none is a file: a camera cannot loop, and ignoring the flag would hide the mistake."""
+    from .config import default_camera
+
+    if not cameras:
+        sample = default_camera()
+        return [{"name": sample.name, "source": dict({"uri": sample.source.uri}, **playback)}]
+    if not isinstance(cameras, list):
+        return cameras   # validation names the wrong type
+    played, found = [], False
+    for camera in cameras:
+        source = camera.get("source") if isinstance(camera, dict) else None
+        source = {"uri": source} if isinstance(source, str) else source
+        if isinstance(source, dict) and str(source.get("uri", "")).lower().startswith("file://"):
+            camera = dict(camera, source=dict(source, **playback))
+            found = True
+        played.append(camera)
+    if not found:
+        raise ConfigError("--%s: no file:// camera in the config to play that way (--source file://... names one)"
+                          % " --".join(sorted(playback)))
+    return played
 
 
 def config_from_args(args, environ=None):

@@ -33,3 +33,46 @@ def test_system_packages_lists_what_the_tests_need():
                          stdout=subprocess.PIPE, check=True, timeout=30).stdout.decode().split()
     for package in ("gir1.2-gst-rtsp-server-1.0", "mosquitto", "chromium-driver", "prometheus", "openssl"):
         assert package in out
+
+
+def test_the_demo_names_its_pages_plays_until_ctrl_c_and_stops_cleanly(tmp_path):
+    import signal
+    import sys
+    import threading
+    import time
+
+    import requests
+    from support.daemon import free_port
+
+    metrics_addr = "127.0.0.1:%d" % free_port()
+    # the venv running this test stands in for the one demo.sh would create (SKIP_SETUP: no pip run here)
+    env = dict(os.environ, SKIP_SETUP="1", VENV=os.path.dirname(os.path.dirname(sys.executable)),
+               PORT=str(free_port()), METRICS_ADDR=metrics_addr, PYTHONUNBUFFERED="1")
+    demo = subprocess.Popen(["bash", os.path.join(REPO, "scripts", "demo.sh"), "--state-dir", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    lines = []
+    reader = threading.Thread(target=lambda: lines.extend(line.decode() for line in demo.stdout), daemon=True)
+    reader.start()
+    try:
+        deadline, page = time.time() + 90, None
+        while time.time() < deadline and demo.poll() is None:
+            if page is None or page.status_code != 200:
+                try:
+                    page = requests.get("http://%s/" % metrics_addr, timeout=2)
+                except requests.RequestException:
+                    pass
+            if page is not None and page.status_code == 200 and any(" raised score=" in x for x in lines):
+                break
+            time.sleep(0.5)
+        assert demo.poll() is None, "".join(lines)   # still playing: a 30 s sample at its own rate, looped
+        os.killpg(demo.pid, signal.SIGINT)             # what Ctrl-C sends to the terminal's foreground group
+        assert demo.wait(30) == 0
+    finally:
+        if demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGKILL)
+    reader.join(5)
+    out = "".join(lines)
+    assert page is not None and page.status_code == 200, out
+    assert "status page http://%s/" % metrics_addr in out and "metrics http://%s/metrics" % metrics_addr in out
+    assert "sample smoke raised" in out or "sample fire raised" in out   # the receiver printed the alert
+    assert "stop requested" in out and "firedetd stopped" in out and "end of stream" not in out
