@@ -16,7 +16,7 @@ import numpy as np
 from .clock import monotonic_ns, wall_ns
 from .incidents import ALERT_KINDS, CameraTracker
 from .signal_quality import PROBLEMS, DegradedMonitor
-from .types import RAISED, Alert
+from .types import ESCALATED, RAISED, Alert
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +196,9 @@ class Postprocessor(threading.Thread):
     def _emit(self, tracker, kind, state, prediction, detection):
         incident = tracker.incident_for(state)
         frame = prediction.frame
-        snapshot = encode_snapshot(frame, detection.snapshot) if state == RAISED else None
+        # the picture of the moment an incident opens, and of the moment it becomes fire: what a person deciding
+        # whether to call the fire brigade needs to see; ongoing and cleared events carry none
+        snapshot = encode_snapshot(frame, detection.snapshot) if state in (RAISED, ESCALATED) else None
         alert = Alert(id=incident.id, camera=frame.camera, kind=kind, state=state,
                       started_ns=incident.started_wall_ns, event_ns=wall_ns(),
                       score=round(tracker.score(kind), 4), peak_score=round(incident.peak, 4),

@@ -91,7 +91,9 @@ def test_escalation_is_one_incident_with_both_kinds_active_in_metrics(spec):
     feed(post, [SMOKE] * 4 + [FIRE] * 4)
     assert [(a.kind, a.state) for a in writer.alerts] == [("smoke", RAISED), ("fire", ESCALATED)]
     assert len({a.id for a in writer.alerts}) == 1
-    assert writer.alerts[1].snapshot_jpeg is None and writer.alerts[1].event_key.endswith(":escalated")
+    # the escalation carries the picture of the flames, as the raise carried the smoke's
+    assert writer.alerts[0].snapshot_jpeg[:2] == writer.alerts[1].snapshot_jpeg[:2] == b"\xff\xd8"
+    assert writer.alerts[1].event_key.endswith(":escalated")
     active = {k: metrics.alert_active.labels("cam", k)._value.get() for k in ("fire", "smoke")}
     assert active == {"fire": 1, "smoke": 1}
 

@@ -5,7 +5,8 @@ Topics (<prefix>/<device> = alerts.mqtt.topic_prefix / device_id; characters out
 become "_"):
     <prefix>/<device>/availability        "online" / "offline", retained; "offline" is also the last will
     <prefix>/<device>/<camera>/alert      one JSON event (the webhook body without the snapshot), not retained
-    <prefix>/<device>/<camera>/snapshot   JPEG of a raised alert, just before its event (include_snapshot), retained
+    <prefix>/<device>/<camera>/snapshot   JPEG of a raised or escalated alert, just before its event (include_snapshot),
+                                          retained
     <prefix>/<device>/<camera>/fire       "ON" / "OFF", retained (and .../smoke)
     <prefix>/<device>/<camera>/problem    "ON" while the camera sends no usable picture (black, covered, frozen...),
                                           retained; .../problem/attributes: {"reason", "text"}, retained

@@ -5,7 +5,7 @@ One `alerts.notify` entry is one Apprise service and one sink, so it has its own
 Telegram outage delays Telegram only, and a retry never sends a second copy to a service that took the first.
 
 What is sent: a title and a body rendered from the config's templates with the fields every sink sends
-(`payload.event_fields`), the raised event's snapshot as a JPEG attachment, and a notification type Apprise
+(`payload.event_fields`), the raised or escalated event's snapshot as a JPEG attachment, and a notification type Apprise
 services show as a colour or icon (raised/escalated: failure, ongoing: warning, cleared: success).
 
 Rate limit: at most one notification per incident per `min_interval_s`. Only `ongoing` events are ever left
@@ -67,7 +67,7 @@ class NotifyConfig:
                             "{score:.2f}, {device}, {event_at}, ...).")
     body: str = option("{kind} {state} on camera {camera} of {device} (score {score:.2f}) at {event_at}",
                        doc="Body template (plain text), with the same fields as title.")
-    attach_snapshot: bool = option(True, doc="Attach the raised event's snapshot JPEG (services without "
+    attach_snapshot: bool = option(True, doc="Attach the raised or escalated event's snapshot JPEG (services without "
                                              "attachments send the text alone).")
     min_interval_s: float = option(300.0, doc="At most one notification per incident per this many seconds: "
                                               "ongoing events inside it are not sent; raised, escalated and cleared "

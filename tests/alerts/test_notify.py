@@ -156,6 +156,10 @@ def test_a_down_service_is_retried_by_the_outbox_until_the_notification_arrives(
             assert [a.body["title"] for a in receiver.alerts] == ["alert-0001", "alert-0002"]
             assert base64.b64decode(receiver.alerts[0].body["attachments"][0]["base64"]) == \
                 make_alert(1).snapshot_jpeg
+            # the service has both; the thread marks the second delivered just after its POST returns
+            deadline = time.monotonic() + 10
+            while outbox.next_pending("phone", 2**62) is not None and time.monotonic() < deadline:
+                time.sleep(0.02)
     finally:
         thread.stop(5)
     assert thread.stats.snapshot()["failures"]["connection"] >= 2
