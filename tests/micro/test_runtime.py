@@ -17,9 +17,9 @@ from firedetd.micro import (
 )
 from firedetd.micro.runtime import LiteRTInterpreter, MicroInterpreter, minimum_arena
 
-# The INT8 model against its float student on the same 96x96 frames. Measured on the bundled video and 240 test
-# images: top-1 agreement 97-100 %, mean largest per-image probability difference about 0.03. The bounds leave
-# room for another training run, not for a broken conversion (a wrong scale or layout gives ~33 % agreement).
+# The INT8 model against its float student on the same 96x96 frames. Measured on the whole test split: top-1
+# agreement 96.4 %, mean largest per-image probability difference 0.050. The bounds leave room for another
+# training run, not for a broken conversion (a wrong scale, layout or input table gives ~33-60 % agreement).
 MIN_TOP1_AGREEMENT = 0.93
 MAX_MEAN_PROB_DIFF = 0.08
 
@@ -65,18 +65,28 @@ def test_the_input_table_is_the_float_normalisation_quantized(micro_spec):
     assert np.all(np.diff(table.astype(int)) >= 0)
 
 
-def test_tflm_and_litert_agree_on_the_bundled_fire_video(micro_spec, video_frames):
+def test_litert_builtin_kernels_give_tflms_exact_output(micro_spec, video_frames):
     data = micro_spec.model_bytes()
-    micro, litert = MicroInterpreter(data, micro_spec.arena_bytes), LiteRTInterpreter(data)
-    steps = []
+    micro, litert = MicroInterpreter(data, micro_spec.arena_bytes), LiteRTInterpreter(data, xnnpack=False)
     for frame in video_frames:
         q = quantize_frame(frame, micro_spec)
-        a, b = micro.invoke(q).astype(int), litert.invoke(q).astype(int)
-        assert a.argmax() == b.argmax()
-        steps.append(np.abs(a - b).max())
-    # the same integer arithmetic, but LiteRT's XNNPACK kernels requantize with other rounding than TFLM's
-    # reference kernels: measured up to 3 output steps apart, never a different class
-    assert max(steps) <= 4
+        assert np.array_equal(micro.invoke(q), litert.invoke(q))
+
+
+def test_litert_with_xnnpack_differs_from_tflm_only_by_rounding(micro_spec, video_frames):
+    # XNNPACK requantizes with its own rounding, and the differences add up over 17 layers: measured up to 12
+    # output steps (0.5 logit) on this video and 1.0 logit on the test split, the class differing on 2 % of it
+    data = micro_spec.model_bytes()
+    micro, litert = MicroInterpreter(data, micro_spec.arena_bytes), LiteRTInterpreter(data)
+    same, worst = 0, 0.0
+    for frame in video_frames:
+        q = quantize_frame(frame, micro_spec)
+        a = dequantize_output(micro.invoke(q), micro_spec)
+        b = dequantize_output(litert.invoke(q), micro_spec)
+        worst = max(worst, float(np.abs(a - b).max()))
+        same += int(a.argmax() == b.argmax())
+    assert worst <= 1.0
+    assert same >= 0.9 * len(video_frames)
 
 
 def _torch_logits(micro_spec, frames):
