@@ -8,7 +8,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 from .errors import ModelError
 
@@ -35,6 +35,15 @@ class OutputSpec:
 
 
 @dataclass(frozen=True)
+class MapSpec:
+    """The optional second output: per-class activation maps (N, classes, height, width) in logit units, whose
+    spatial mean is the logits (firedetd.training.export.WithClassMap)."""
+    name: str
+    height: int
+    width: int
+
+
+@dataclass(frozen=True)
 class ModelFile:
     path: str                        # absolute
     sha256: str
@@ -51,6 +60,7 @@ class ModelSpec:
     files: Dict[str, ModelFile]      # by role: "fp32", "int8", ...
     spec_path: str
     recommended: Dict[str, object]
+    cam: Optional[MapSpec] = None    # absent in specs written before the map existed
 
     @property
     def onnx_path(self):
@@ -109,6 +119,18 @@ def _parse_files(raw, base, where):
     return files
 
 
+def _parse_cam(raw, where):
+    if "cam" not in raw:
+        return None
+    where = where + ": cam"
+    cam = _need(raw, "cam", where, dict)
+    spec = MapSpec(name=_need(cam, "name", where, str), height=_need(cam, "height", where, int),
+                   width=_need(cam, "width", where, int))
+    if spec.height < 1 or spec.width < 1:
+        raise ModelError("%s: height and width must be >= 1" % where)
+    return spec
+
+
 def load_spec(path):
     # type: (str) -> ModelSpec
     """Read and validate a model spec; raise ModelError naming the file and the key."""
@@ -134,7 +156,7 @@ def load_spec(path):
         name=str(raw.get("name", "firedetd")), version=str(raw.get("version", "0")), labels=labels,
         input=_parse_input(_need(raw, "input", path, dict), path), output=out,
         files=_parse_files(raw, os.path.dirname(os.path.abspath(path)), path),
-        spec_path=os.path.abspath(path), recommended=dict(raw.get("recommended", {})))
+        spec_path=os.path.abspath(path), recommended=dict(raw.get("recommended", {})), cam=_parse_cam(raw, path))
 
 
 def sha256_file(path, chunk=1 << 20):

@@ -84,6 +84,8 @@ def test_spec_recommended_detection_equals_config_defaults(spec):
     (lambda r: r["input"].__setitem__("layout", "NHWC"), "layout 'NHWC' is not supported"),
     (lambda r: r["output"].__setitem__("kind", "sigmoid"), "must be logits or probabilities"),
     (lambda r: r["files"].pop("fp32"), "no 'fp32' entry"),
+    (lambda r: r.__setitem__("cam", {"name": "cam", "height": 7}), "cam: missing key 'width'"),
+    (lambda r: r.__setitem__("cam", {"name": "cam", "height": 0, "width": 7}), "cam: height and width must be >= 1"),
 ])
 def test_broken_specs_are_named(spec, tmp_path, mutate, message):
     raw = read_json(spec.spec_path)
@@ -99,3 +101,13 @@ def test_unreadable_spec_names_the_file(tmp_path):
     path.write_text("{not json")
     with pytest.raises(ModelError, match="not valid JSON"):
         load_spec(str(path))
+
+
+def test_shipped_spec_without_a_map_loads_with_none_and_one_with_it_reads_it(spec, tmp_path):
+    assert spec.cam is None   # written before the map existed; the runtime must keep reading it
+    raw = read_json(spec.spec_path)
+    raw["cam"] = {"name": "cam", "kind": "class_activation_map", "height": 7, "width": 7}
+    path = tmp_path / "firedetd.json"
+    write_json(path, raw)
+    cam = load_spec(str(path)).cam
+    assert (cam.name, cam.height, cam.width) == ("cam", 7, 7)

@@ -26,6 +26,10 @@ class Engine(object):
         """Run a (N, 3, H, W) float32 batch, N <= max_batch; return a (N, classes) float32 array."""
         raise NotImplementedError
 
+    def infer_with_map(self, batch):
+        """(outputs, class activation map (N, classes, h, w) float32, or None when the model spec has no `cam`)."""
+        return self.infer(batch), None
+
     def close(self):
         pass
 

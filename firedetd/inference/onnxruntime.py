@@ -63,6 +63,7 @@ class OnnxRuntimeEngine(Engine):
         self._check_against_spec(spec, model_file.path)
         self.input_name = spec.input.name
         self.output_name = spec.output.name
+        self.cam_name = spec.cam.name if spec.cam is not None else None
         log.info("engine: ONNX Runtime %s, %s, %s, %d threads", ort.__version__, self.provider,
                  model_file.path, model_config.threads)
 
@@ -87,9 +88,27 @@ class OnnxRuntimeEngine(Engine):
         if isinstance(classes, int) and classes != len(spec.labels):
             raise ModelError("%s: output %r has %d classes, but %s lists %d labels %s" % (
                 path, spec.output.name, classes, spec.spec_path, len(spec.labels), list(spec.labels)))
+        if spec.cam is None:
+            return   # a model with a map the spec does not describe still runs: the map is never fetched
+        if spec.cam.name not in outputs:
+            raise ModelError("%s: model has no output %r (it has %s), as %s says under 'cam'" % (
+                path, spec.cam.name, ", ".join(outputs), spec.spec_path))
+        shape = list(outputs[spec.cam.name].shape)
+        want = [len(spec.labels), spec.cam.height, spec.cam.width]
+        if len(shape) != 4 or any(isinstance(d, int) and d != w for d, w in zip(shape[1:], want)):
+            raise ModelError("%s: output %r has shape %s, but %s says [N, %d, %d, %d]" % (
+                path, spec.cam.name, shape, spec.spec_path, want[0], want[1], want[2]))
 
     def infer(self, batch):
         if batch.shape[0] > self.max_batch:
             raise EngineError("batch of %d exceeds max_batch %d" % (batch.shape[0], self.max_batch))
         output = self.session.run([self.output_name], {self.input_name: batch})[0]
         return np.asarray(output, dtype=np.float32)
+
+    def infer_with_map(self, batch):
+        if self.cam_name is None:
+            return self.infer(batch), None
+        if batch.shape[0] > self.max_batch:
+            raise EngineError("batch of %d exceeds max_batch %d" % (batch.shape[0], self.max_batch))
+        output, cam = self.session.run([self.output_name, self.cam_name], {self.input_name: batch})
+        return np.asarray(output, dtype=np.float32), np.asarray(cam, dtype=np.float32)

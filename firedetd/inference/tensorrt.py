@@ -329,18 +329,29 @@ def plan_io(engine, trt, max_batch):
 
 
 def check_io_matches_spec(tensors, spec, max_batch):
-    """Raise EngineError unless the engine has the spec's one input (N, 3, H, W) and one output (N, classes)."""
+    """Raise EngineError unless the engine has the spec's one input (N, 3, H, W), its output (N, classes) and, when
+    the spec describes one, its class activation map (N, classes, h, w). Returns (input, output, map or None).
+    Outputs the spec does not name get buffers and are ignored."""
     inputs = [t for t in tensors if t.is_input]
-    outputs = [t for t in tensors if not t.is_input]
+    outputs = {t.name: t for t in tensors if not t.is_input}
     want_in = (max_batch, 3, spec.input.height, spec.input.width)
     want_out = (max_batch, len(spec.labels))
     if len(inputs) != 1 or inputs[0].name != spec.input.name or inputs[0].shape != want_in:
         raise EngineError("TensorRT engine inputs %s do not match the model spec's %r %s (%s)"
                           % ([(t.name, t.shape) for t in inputs], spec.input.name, want_in, spec.spec_path))
-    if len(outputs) != 1 or outputs[0].name != spec.output.name or outputs[0].shape != want_out:
+    output = outputs.get(spec.output.name)
+    if output is None or output.shape != want_out:
         raise EngineError("TensorRT engine outputs %s do not match the model spec's %r %s (%s)"
-                          % ([(t.name, t.shape) for t in outputs], spec.output.name, want_out, spec.spec_path))
-    return inputs[0], outputs[0]
+                          % ([(t.name, t.shape) for t in outputs.values()], spec.output.name, want_out,
+                             spec.spec_path))
+    if spec.cam is None:
+        return inputs[0], output, None
+    cam = outputs.get(spec.cam.name)
+    want_cam = (max_batch, len(spec.labels), spec.cam.height, spec.cam.width)
+    if cam is None or cam.shape != want_cam:
+        raise EngineError("TensorRT engine outputs %s do not match the model spec's cam %r %s (%s)"
+                          % ([(t.name, t.shape) for t in outputs.values()], spec.cam.name, want_cam, spec.spec_path))
+    return inputs[0], output, cam
 
 
 def device_memory_size(engine):
@@ -435,7 +446,7 @@ class TensorRTEngine(Engine):
     def _allocate(self, spec):
         """Pinned host and device buffers for max_batch, allocated once; tensor addresses bound once (8.5+)."""
         tensors = plan_io(self._engine, self._trt, self.max_batch)
-        self._input, self._output = check_io_matches_spec(tensors, spec, self.max_batch)
+        self._input, self._output, self._cam = check_io_matches_spec(tensors, spec, self.max_batch)
         self._tensor_api = uses_tensor_api(self._engine)
         self._host, self._device = {}, {}
         for tensor in tensors:
@@ -473,6 +484,12 @@ class TensorRTEngine(Engine):
 
     def infer(self, batch):
         """Run a (N, 3, H, W) float32 batch, 1 <= N <= max_batch; return a fresh (N, classes) float32 array."""
+        return self._run(batch, with_map=False)[0]
+
+    def infer_with_map(self, batch):
+        return self._run(batch, with_map=self._cam is not None)
+
+    def _run(self, batch, with_map):
         n = int(batch.shape[0])
         if not 1 <= n <= self.max_batch or tuple(batch.shape[1:]) != self._input.shape[1:]:
             raise EngineError("batch of shape %s does not fit the TensorRT engine (N in 1..%d, %s per sample)"
@@ -484,8 +501,13 @@ class TensorRTEngine(Engine):
             self._cuda.htod_async(self._device[self._input.name], host_in[:n])
             self._execute()
             self._cuda.dtoh_async(host_out[:n], self._device[self._output.name])
+            if with_map:
+                host_cam = self._host[self._cam.name]
+                self._cuda.dtoh_async(host_cam[:n], self._device[self._cam.name])
             self._cuda.synchronize()
-            return host_out[:n].astype(np.float32, copy=True)   # the pinned buffer is reused by the next call
+            # copies: the pinned buffers are reused by the next call
+            cam = host_cam[:n].astype(np.float32, copy=True) if with_map else None
+            return host_out[:n].astype(np.float32, copy=True), cam
 
     def close(self):
         """Free the context, engine and buffers in dependency order; safe to call twice."""

@@ -59,6 +59,8 @@ def add_subcommands(sub) -> None:
     export.add_argument("--engines", type=Path, default=DEFAULT_ENGINES)
     export.add_argument("--version", default="1")
     export.add_argument("--calibration-images", type=int, default=300, help="training images used to calibrate INT8")
+    export.add_argument("--cam", action="store_true",
+                        help="add the class activation map as a second output `cam` [N, classes, h, w]")
     export.set_defaults(func=run_export)
 
     study = sub.add_parser("study", help="run the training/compression experiments behind docs/model-report.md")
@@ -179,7 +181,7 @@ def run_export(args) -> int:
     from .ship import ship_model
 
     ship_model(args.checkpoint, args.backbone, args.engines, args.data, args.version, args.calibration_images,
-               progress=args.progress)
+               progress=args.progress, cam=args.cam)
     return 0
 
 

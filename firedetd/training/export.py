@@ -14,14 +14,38 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from .augment import resize_stretch, to_input
 from .data import LABELS, list_split, manifest_sha256, read_rgb
-from .models import build_classifier
+from .models import build_classifier, global_average
 
 OPSET = 13
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
+CAM_NAME = "cam"
+
+
+class WithClassMap(nn.Module):
+    """The classifier with a second output: its class activation map, (N, classes, h, w) at the last feature map's
+    resolution (7x7 at 224 input).
+
+    Each cell is the head's Linear layer applied to that cell's features (a 1x1 convolution with the same weight and
+    bias), so the map is in logit units, carries the folded temperature like the logits, and its spatial mean is the
+    logits exactly (the mean of W f + b over cells is W mean(f) + b). The logits keep today's path (pool, then Linear)
+    so they stay what the single-output export computed.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        feature_map = self.model.forward_feature_map(x)
+        logits = self.model.classifier(global_average(feature_map))
+        head = self.model.classifier
+        cam = F.conv2d(feature_map, head.weight[:, :, None, None], head.bias)
+        return logits, cam
 
 
 def load_checkpoint(path: Path, backbone: str, calibrated: bool = True) -> nn.Module:
@@ -38,15 +62,33 @@ def load_checkpoint(path: Path, backbone: str, calibrated: bool = True) -> nn.Mo
     return model.eval().to(memory_format=torch.contiguous_format)
 
 
-def export_onnx(model: nn.Module, path: Path, size: int = 224) -> Path:
-    """Write `model` as an opset-13 ONNX file with input `input` [N,3,size,size] and output `logits` [N,3]."""
+def export_onnx(model: nn.Module, path: Path, size: int = 224, cam: bool = False) -> Path:
+    """Write `model` as an opset-13 ONNX file with input `input` [N,3,size,size] and output `logits` [N,3]; with
+    `cam`, a second output `cam` [N,3,h,w], the class activation map (WithClassMap)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval().to(memory_format=torch.contiguous_format)
     dummy = torch.zeros(1, 3, size, size)
-    torch.onnx.export(model, (dummy,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                      dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+    outputs = [OUTPUT_NAME, CAM_NAME] if cam else [OUTPUT_NAME]
+    # the wrapper in eval mode too: torch.onnx.export restores the exported module's mode afterwards, recursively,
+    # and a fresh wrapper's (train) would switch the caller's model to batch-statistics BatchNorm
+    exported = WithClassMap(model).eval() if cam else model
+    torch.onnx.export(exported, (dummy,), str(path), input_names=[INPUT_NAME],
+                      output_names=outputs, dynamic_axes={name: {0: "batch"} for name in [INPUT_NAME] + outputs},
                       opset_version=OPSET, do_constant_folding=True, dynamo=False)
     return fold_constants(path)
+
+
+def class_map_size(model: nn.Module, size: int = 224) -> tuple[int, int]:
+    """(h, w) of the class activation map at a `size` x `size` input."""
+    with torch.no_grad():
+        return tuple(model.forward_feature_map(torch.zeros(1, 3, size, size)).shape[2:])
+
+
+def cam_spec(model: nn.Module, size: int = 224) -> dict:
+    """The spec's description of the `cam` output (firedetd.modelspec reads it)."""
+    height, width = class_map_size(model, size)
+    return {"name": CAM_NAME, "kind": "class_activation_map", "height": height, "width": width,
+            "units": "logits: the head applied to each cell, temperature folded in; the spatial mean is the logits"}
 
 
 def fold_constants(path: Path) -> Path:
@@ -83,8 +125,9 @@ def sample_images(data_root: Path, split: str, per_class: int) -> tuple[np.ndarr
     return np.stack(chosen), np.array(labels)
 
 
-def max_abs_difference(model: nn.Module, onnx_path: Path, images: np.ndarray) -> float:
-    """max |torch - ONNX Runtime| over the logits of real images (batches of 8, exercising the batch axis)."""
+def max_abs_difference(model: nn.Module, onnx_path: Path, images: np.ndarray, output: str = OUTPUT_NAME) -> float:
+    """max |torch - ONNX Runtime| over the logits (or, with output="cam", the class activation maps) of real images
+    (batches of 8, exercising the batch axis)."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
@@ -92,10 +135,17 @@ def max_abs_difference(model: nn.Module, onnx_path: Path, images: np.ndarray) ->
     for start in range(0, len(images), 8):
         x = to_input(images[start:start + 8])
         with torch.no_grad():
-            expected = model(torch.from_numpy(x)).numpy()
-        got = session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
-        worst = max(worst, float(np.abs(expected - got).max()))
+            expected = (class_map(model, torch.from_numpy(x)) if output == CAM_NAME else model(torch.from_numpy(x)))
+        got = session.run([output], {INPUT_NAME: x})[0]
+        worst = max(worst, float(np.abs(expected.numpy() - got).max()))
     return worst
+
+
+def class_map(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The class activation map as torch computes it, written apart from WithClassMap's convolution (a per-cell
+    matrix product) so comparing the two checks the exported graph, not the same code twice."""
+    feature_map = model.forward_feature_map(x)
+    return torch.einsum("kc,nchw->nkhw", model.classifier.weight, feature_map) + model.classifier.bias[:, None, None]
 
 
 def sha256_of(path: Path) -> str:
@@ -107,9 +157,11 @@ def file_entry(path: Path, precision: str) -> dict:
 
 
 def write_spec(engines: Path, name: str, version: str, files: dict[str, dict], data_root: Path, metrics: dict,
-               recommended: dict, backbone: str, size: int = 224, temperature: float = 1.0) -> Path:
+               recommended: dict, backbone: str, size: int = 224, temperature: float = 1.0,
+               cam: dict | None = None) -> Path:
     """Write engines/firedetd.json: what every runtime reads instead of hard-coding anything. `temperature` is
-    recorded, not applied: it is already folded into the exported head."""
+    recorded, not applied: it is already folded into the exported head. `cam` (cam_spec) describes the class
+    activation map output when the files have one."""
     spec = {
         "name": name,
         "version": version,
@@ -119,6 +171,7 @@ def write_spec(engines: Path, name: str, version: str, files: dict[str, dict], d
                   "scale": 1.0, "mean": [128.0, 128.0, 128.0], "std": [128.0, 128.0, 128.0],
                   "resize": "stretch", "dtype": "float32", "batch": "dynamic"},
         "output": {"name": OUTPUT_NAME, "kind": "logits", "temperature": temperature},
+        **({"cam": cam} if cam else {}),
         "opset": OPSET,
         "files": {role: file_entry(engines / Path(f["path"]).name, f.get("precision", role))
                   for role, f in files.items()},

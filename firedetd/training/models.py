@@ -1,7 +1,10 @@
 """Backbones for the fire/smoke/none classifier, written for the ImageNet weights in ../shared/weights.
 
 Each network keeps the parameter names of the shared state_dicts (so `load_state_dict(strict=True)`
-works) and exposes `forward_features(x) -> (N, C)`, `classifier` and `num_features`.
+works) and exposes `forward_feature_map(x) -> (N, C, h, w)` (the last convolutional features),
+`forward_features(x) -> (N, C)` (their global average), `classifier` and `num_features`. The head is
+global average pooling + one Linear layer, so the class activation map (export.py) is the Linear
+layer applied to each cell of the feature map.
 
 The shared weights come from TFLite graphs that pad stride-2 convolutions like TF "SAME"
 (0 px before, 1 px after for 3x3). `SamePadConv2d` reproduces that with a constant pad so the ONNX
@@ -32,6 +35,11 @@ class SamePadConv2d(nn.Conv2d):
         if self.pads is not None:
             x = F.pad(x, self.pads)
         return super().forward(x)
+
+
+def global_average(feature_map: torch.Tensor) -> torch.Tensor:
+    """(N, C, h, w) -> (N, C): the pooling every backbone's head starts with."""
+    return torch.flatten(F.adaptive_avg_pool2d(feature_map, 1), 1)
 
 
 # ---------------------------------------------------------------- MobileNetV2 (keys: features.N..., conv, classifier)
@@ -78,8 +86,11 @@ class MobileNetV2(nn.Module):
         self.num_features = 1280
         self.classifier = nn.Linear(1280, num_classes)
 
+    def forward_feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(self.features(x))
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.flatten(F.adaptive_avg_pool2d(self.conv(self.features(x)), 1), 1)
+        return global_average(self.forward_feature_map(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.forward_features(x))
@@ -125,8 +136,11 @@ class MobileNetV1(nn.Module):
         self.num_features = cin
         self.classifier = nn.Linear(cin, num_classes)
 
+    def forward_feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.flatten(F.adaptive_avg_pool2d(self.features(x), 1), 1)
+        return global_average(self.forward_feature_map(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.forward_features(x))
@@ -181,8 +195,11 @@ class MobileNetEdgeTPU(nn.Module):
         self.num_features = 1280
         self.classifier = nn.Linear(1280, num_classes)
 
+    def forward_feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(self.stem(x)))
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.flatten(F.adaptive_avg_pool2d(self.head(self.blocks(self.stem(x))), 1), 1)
+        return global_average(self.forward_feature_map(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.forward_features(x))

@@ -17,12 +17,23 @@ from ..modelspec import InputSpec
 from .augment import resize_stretch
 from .data import LABELS, list_split, read_rgb
 from .evaluate import classification_metrics
-from .export import export_onnx, load_checkpoint, max_abs_difference, sample_images, sha256_of, write_spec
+from .export import (
+    CAM_NAME,
+    cam_spec,
+    export_onnx,
+    load_checkpoint,
+    max_abs_difference,
+    sample_images,
+    sha256_of,
+    write_spec,
+)
 from .trtcalib import entropy_thresholds, read_trt_calibration_cache, write_trt_calibration_cache
 
 INPUT = InputSpec(name="input", height=224, width=224, layout="NCHW", color="RGB", scale=1.0,
                   mean=(128.0, 128.0, 128.0), std=(128.0, 128.0, 128.0), resize="stretch")
 EXPORT_TOLERANCE = 1e-3   # max |torch - ORT| on logits; float32 reorderings stay far below it
+OUTPUT_NAMES = ("logits",)
+OUTPUT_NAMES_WITH_CAM = ("logits", CAM_NAME)
 
 
 def recommended_detection() -> dict:
@@ -154,16 +165,22 @@ def add_calibration_entry(spec_path: Path, calib: Path) -> None:
 
 
 def ship_model(checkpoint: Path, backbone: str, engines: Path, data_root: Path, version: str,
-               calibration_count: int = 300, progress: bool = True) -> dict:
-    """Export, verify, quantize, evaluate and describe the model; returns the spec's metrics."""
+               calibration_count: int = 300, progress: bool = True, cam: bool = False) -> dict:
+    """Export, verify, quantize, evaluate and describe the model; returns the spec's metrics. With `cam` the files
+    get the class activation map as a second output (export.WithClassMap)."""
     engines.mkdir(parents=True, exist_ok=True)
     model = load_checkpoint(checkpoint, backbone)
-    fp32 = export_onnx(model, engines / "firedetd.onnx")
+    fp32 = export_onnx(model, engines / "firedetd.onnx", cam=cam)
     check_images, _ = sample_images(data_root, "val", per_class=8)
-    diff = max_abs_difference(model, fp32, check_images)
-    print(f"export: max |torch - onnxruntime| on {len(check_images)} val images = {diff:.2e}", flush=True)
-    if diff > EXPORT_TOLERANCE:
-        raise RuntimeError(f"ONNX export disagrees with torch by {diff:.3g} (> {EXPORT_TOLERANCE})")
+    diffs = {}
+    for output in (OUTPUT_NAMES_WITH_CAM if cam else OUTPUT_NAMES):
+        diffs[output] = max_abs_difference(model, fp32, check_images, output)
+        print(f"export: max |torch - onnxruntime| of {output} on {len(check_images)} val images = "
+              f"{diffs[output]:.2e}", flush=True)
+        if diffs[output] > EXPORT_TOLERANCE:
+            raise RuntimeError(f"ONNX export's {output} disagrees with torch by {diffs[output]:.3g} "
+                               f"(> {EXPORT_TOLERANCE})")
+    diff = diffs["logits"]
     calibration = calibration_images(data_root, calibration_count)
     int8 = quantize_int8(fp32, engines / "firedetd-int8.onnx", calibration)
     calib = write_trt_calibration_cache(engines / "firedetd-int8.calib",
@@ -183,7 +200,8 @@ def ship_model(checkpoint: Path, backbone: str, engines: Path, data_root: Path, 
               f"(at thresholds {m_thr['none_false_alarm_rate']:.4f})", flush=True)
     files = {"fp32": {"path": fp32.name, "precision": "fp32"}, "int8": {"path": int8.name, "precision": "int8"}}
     spec_path = write_spec(engines, f"firedetd-{backbone}", version, files, data_root, metrics, recommended_detection(),
-                           backbone, temperature=round(getattr(model, "temperature", 1.0), 4))
+                           backbone, temperature=round(getattr(model, "temperature", 1.0), 4),
+                           cam=cam_spec(model) if cam else None)
     add_calibration_entry(spec_path, calib)
     (engines / "export-report.json").write_text(json.dumps({"checkpoint": str(checkpoint), **metrics}, indent=2))
     return metrics

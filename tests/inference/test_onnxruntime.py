@@ -93,6 +93,23 @@ def test_spec_input_size_disagreeing_with_the_model_is_refused(spec, tmp_path):
         engine_for(load_spec(path))
 
 
+def test_shipped_spec_without_a_map_runs_and_returns_no_map(spec):
+    batch = Preprocessor(spec.input)([np.full((224, 224, 3), 90, np.uint8)])
+    engine = engine_for(spec)
+    logits, cam = engine.infer_with_map(batch)
+    assert cam is None
+    assert np.array_equal(logits, engine.infer(batch))
+
+
+def test_spec_naming_a_map_the_model_lacks_is_refused(spec, tmp_path):
+    path = copy_engines(tmp_path, spec)
+    raw = read_json(path)
+    raw["cam"] = {"name": "cam", "height": 7, "width": 7}
+    write_json(path, raw)
+    with pytest.raises(ModelError, match="model has no output 'cam' .* under 'cam'"):
+        engine_for(load_spec(path))
+
+
 def read_model_input(path, spec):
     image = cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB)
     return cv2.resize(image, (spec.input.width, spec.input.height), interpolation=cv2.INTER_LINEAR)

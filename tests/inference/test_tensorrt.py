@@ -9,6 +9,7 @@ check the buffer wiring (bytes in, rows out, batch N below max) and the API disp
 `tensorrt` / `gpu` run the real thing and skip here.
 """
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -25,7 +26,8 @@ from firedetd.errors import EngineError
 from firedetd.inference import create_engine, tensorrt_usable
 from firedetd.inference import tensorrt as trt_backend
 from firedetd.inference.build import load_sidecar, sidecar_path
-from firedetd.inference.tensorrt import TensorRTEngine, gpu_available, plan_io
+from firedetd.inference.tensorrt import IOTensor, TensorRTEngine, check_io_matches_spec, gpu_available, plan_io
+from firedetd.modelspec import MapSpec
 
 from .conftest import tiny_conv_onnx, write_spec
 from .fake_tensorrt import PLAN_MAGIC, FakeCudaMemory, FakeGpu, fake_onnx_bytes, fake_outputs
@@ -219,6 +221,25 @@ def test_engine_whose_io_disagrees_with_the_spec_is_refused(tmp_path, fake_trt):
     spec = write_spec(model_dir, fake_onnx_bytes(output_name="scores"))
     with pytest.raises(EngineError, match="outputs .*scores.* do not match the model spec's 'logits'"):
         open_engine(spec, tmp_path, fake_trt())
+
+
+def cam_tensors(cam_shape=(4, 3, 7, 7)):
+    return [IOTensor("input", 0, True, (4, 3, 8, 8), np.dtype(np.float32)),
+            IOTensor("logits", 1, False, (4, 3), np.dtype(np.float32)),
+            IOTensor("cam", 2, False, cam_shape, np.dtype(np.float32))]
+
+
+def test_io_check_finds_the_map_the_spec_describes_and_ignores_it_otherwise(tiny_spec):
+    """The fake TensorRT builds single-output plans only, so the I/O check is exercised on its own here."""
+    with_cam = dataclasses.replace(tiny_spec, cam=MapSpec("cam", 7, 7))
+    _, output, cam = check_io_matches_spec(cam_tensors(), with_cam, 4)
+    assert (output.name, cam.name) == ("logits", "cam")
+    _, output, cam = check_io_matches_spec(cam_tensors(), tiny_spec, 4)
+    assert output.name == "logits" and cam is None
+    with pytest.raises(EngineError, match="do not match the model spec's cam 'cam' \\(4, 3, 7, 7\\)"):
+        check_io_matches_spec(cam_tensors((4, 3, 14, 14)), with_cam, 4)
+    with pytest.raises(EngineError, match="cam 'cam'"):
+        check_io_matches_spec(cam_tensors()[:2], with_cam, 4)
 
 
 def cache_a_plan_that_does_not_deserialize(spec, tmp_path, trt):

@@ -1,0 +1,122 @@
+"""The class activation map as a second ONNX output (firedetd/training/export.py WithClassMap), on real images:
+the exported `cam` equals torch's per-cell head, pooling it gives the logits, and the shipped checkpoint exported
+with the map gives the daemon the same logits and probabilities as the shipped single-output engine."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="training needs torch (the train extra, Python 3.8+)")
+onnx = pytest.importorskip("onnx", reason="the onnx package comes with the train extra")
+
+from firedetd.config import ModelConfig  # noqa: E402
+from firedetd.inference.onnxruntime import OnnxRuntimeEngine  # noqa: E402
+from firedetd.inference.preprocess import Preprocessor, to_probabilities  # noqa: E402
+from firedetd.modelspec import load_spec  # noqa: E402
+from firedetd.training.augment import to_input  # noqa: E402
+from firedetd.training.export import (  # noqa: E402
+    CAM_NAME,
+    cam_spec,
+    class_map,
+    export_onnx,
+    load_checkpoint,
+    max_abs_difference,
+    sample_images,
+    sha256_of,
+)
+from firedetd.training.models import BACKBONES, build_classifier  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+SHARED = ROOT.parent / "shared"
+SHIPPED_CHECKPOINT = ROOT / "runs" / "v5-edgetpu" / "best.pt"
+
+
+@pytest.fixture(scope="module")
+def real_images():
+    data = SHARED / "data" / "fire-smoke"
+    if not data.is_dir() or not (SHARED / "weights").is_dir():
+        pytest.skip("../shared/data and ../shared/weights are not beside this checkout")
+    images, _ = sample_images(data, "val", per_class=3)
+    return images
+
+
+@pytest.fixture(scope="module")
+def shipped_with_cam(tmp_path_factory):
+    """The shipped checkpoint exported with the map, beside a copy of the shipped spec that describes it."""
+    if not SHIPPED_CHECKPOINT.is_file():
+        pytest.skip("runs/v5-edgetpu/best.pt (the shipped model's checkpoint) is not in this checkout")
+    model = load_checkpoint(SHIPPED_CHECKPOINT, "edgetpu")
+    out = tmp_path_factory.mktemp("cam-engines")
+    path = export_onnx(model, out / "firedetd.onnx", cam=True)
+    raw = json.loads((ROOT / "engines" / "firedetd.json").read_text())
+    raw["files"] = {"fp32": {"path": path.name, "sha256": sha256_of(path), "precision": "fp32"}}
+    raw["cam"] = cam_spec(model)
+    (out / "firedetd.json").write_text(json.dumps(raw))
+    return model, out / "firedetd.json"
+
+
+@pytest.mark.parametrize("backbone", sorted(BACKBONES))
+def test_exported_cam_equals_torch_and_pools_to_the_logits(clean_torch_process, real_images, backbone, tmp_path):
+    torch.manual_seed(0)
+    model = build_classifier(backbone, 3, SHARED / "weights").eval()
+    # a random head with a bias: ImageNet features with the fresh zero-bias head would hide a mishandled bias
+    with torch.no_grad():
+        model.classifier.weight.normal_(std=0.05)
+        model.classifier.bias.uniform_(-1, 1)
+    path = export_onnx(model, tmp_path / "cam.onnx", cam=True)
+    assert not model.training   # the export once left it in train mode: BatchNorm on batch statistics
+
+    graph = onnx.load(str(path)).graph
+    assert [o.name for o in graph.output] == ["logits", CAM_NAME]
+    assert max_abs_difference(model, path, real_images, CAM_NAME) < 1e-4
+    assert max_abs_difference(model, path, real_images) < 1e-4
+
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    logits, cam = session.run(None, {"input": to_input(real_images)})
+    assert cam.shape == (len(real_images), 3, 7, 7)
+    assert np.abs(cam.mean(axis=(2, 3)) - logits).max() < 1e-4
+    assert cam.std(axis=(2, 3)).min() > 1e-3   # a map, not the logits broadcast over the cells
+
+
+def test_cam_of_the_shipped_checkpoint_carries_the_folded_temperature(clean_torch_process, shipped_with_cam,
+                                                                       real_images):
+    model, _ = shipped_with_cam
+    assert model.temperature != 1.0
+    raw = build_classifier("edgetpu", 3, None)
+    raw.load_state_dict(torch.load(SHIPPED_CHECKPOINT, map_location="cpu", weights_only=True)["model"])
+    x = torch.from_numpy(to_input(real_images[:4]))
+    with torch.no_grad():
+        unscaled, scaled = class_map(raw.eval(), x), class_map(model, x)
+    assert torch.allclose(scaled, unscaled / model.temperature, atol=1e-4)
+
+
+def test_shipped_model_with_cam_gives_the_daemon_the_shipped_engines_logits(clean_torch_process, shipped_with_cam,
+                                                                            real_images, tmp_path):
+    _, spec_path = shipped_with_cam
+    with_cam = load_spec(str(spec_path))
+    shipped = load_spec(str(ROOT / "engines" / "firedetd.json"))
+    assert with_cam.cam is not None and (with_cam.cam.height, with_cam.cam.width) == (7, 7)
+    assert shipped.cam is None
+
+    batch = Preprocessor(shipped.input)(list(real_images[:8]))
+    new_engine = OnnxRuntimeEngine(with_cam, ModelConfig(max_batch=8))
+    old_logits = OnnxRuntimeEngine(shipped, ModelConfig(max_batch=8)).infer(batch)
+    logits, cam = new_engine.infer_with_map(batch)
+    assert np.abs(new_engine.infer(batch) - old_logits).max() < 1e-5
+    assert np.abs(logits - old_logits).max() < 1e-5
+    assert np.abs(to_probabilities(logits, "logits") - to_probabilities(old_logits, "logits")).max() < 1e-6
+    assert cam.shape == (8, 3, 7, 7)
+
+    # the same model file under a spec written before the map existed: loads, runs, fetches no map
+    raw = json.loads(spec_path.read_text())
+    del raw["cam"]
+    shutil.copy(str(spec_path.parent / "firedetd.onnx"), str(tmp_path / "firedetd.onnx"))
+    (tmp_path / "firedetd.json").write_text(json.dumps(raw))
+    old_spec_engine = OnnxRuntimeEngine(load_spec(str(tmp_path / "firedetd.json")), ModelConfig(max_batch=8))
+    logits_only, no_map = old_spec_engine.infer_with_map(batch)
+    assert no_map is None and np.abs(logits_only - old_logits).max() < 1e-5
