@@ -14,8 +14,10 @@ import os
 import cv2
 import numpy as np
 
-MICRO_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                         "engines", "micro")
+from ..paths import engines_dir
+
+# the checkout's engines/micro, or <prefix>/share/firedetd/engines/micro from an installed wheel
+MICRO_DIR = os.path.join(engines_dir(), "micro")
 SPEC_NAME = "firedetd-micro.json"
 FLASH_BUDGET_BYTES = 300 * 1024
 ARENA_BUDGET_BYTES = 200 * 1024
