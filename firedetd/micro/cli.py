@@ -123,7 +123,7 @@ def run_micro_simulate(args: argparse.Namespace) -> int:
     spec = load_micro_spec(str(args.spec))
     sink = MqttSink("mqtt", MqttConfig(host=args.mqtt_host, port=args.mqtt_port), args.device, "", (args.camera,))
     board = BoardSimulator(spec, MicroInterpreter(spec.model_bytes(), spec.arena_bytes),
-                           build_config({}, {}).detection, camera=args.camera, device_id=args.device, sinks=[sink])
+                           build_config({}, {}).detection, camera=args.camera, sinks=[sink])
     try:
         report = run_video(board, args.video, args.decide_fps)
     finally:

@@ -8,6 +8,7 @@ alert event -> outbox -> MQTT. A board decides a few frames a second; `decide_fp
 """
 
 import os
+import shutil
 import tempfile
 import time
 
@@ -21,17 +22,16 @@ from . import dequantize_output, quantize_frame, softmax
 
 
 class BoardSimulator(object):
-    """One simulated board (one camera): decide frames, keep the incident state, deliver events to the sinks."""
+    """One simulated board (one camera): decide frames, keep the incident state, deliver events to the sinks (the
+    device id travels in each sink, as in the daemon)."""
 
-    def __init__(self, spec, interpreter, detection, camera="micro", device_id="micro-sim", sinks=(),
-                 outbox_path=None):
+    def __init__(self, spec, interpreter, detection, camera="micro", sinks=(), outbox_path=None):
         from ..alerts.outbox import Outbox
 
         self.spec = spec
         self.interpreter = interpreter
         self.detection = detection
         self.camera = camera
-        self.device_id = device_id
         self.model_name = "%s-%s" % (spec.name, spec.version)
         self.tracker = CameraTracker(camera, spec.labels)
         self.sinks = list(sinks)
@@ -75,6 +75,8 @@ class BoardSimulator(object):
 
     def close(self):
         self.outbox.close()
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
 
 
 def run_video(board, video, decide_fps=5.0, truth_segments=None, max_frames=0):

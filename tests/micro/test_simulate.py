@@ -32,7 +32,7 @@ def board(micro_spec, broker, tmp_path):
 
     sink = MqttSink("mqtt", MqttConfig(host="127.0.0.1", port=broker.port, timeout_s=5.0), DEVICE, "", (CAMERA,))
     simulator = BoardSimulator(micro_spec, MicroInterpreter(micro_spec.model_bytes(), micro_spec.arena_bytes),
-                               build_config({}, {}).detection, camera=CAMERA, device_id=DEVICE, sinks=[sink],
+                               build_config({}, {}).detection, camera=CAMERA, sinks=[sink],
                                outbox_path=str(tmp_path / "outbox.sqlite3"))
     yield simulator
     simulator.close()
