@@ -30,6 +30,7 @@ def add_subcommands(sub) -> None:
                        help="the shared weights folder: start from MobileNetV1's strongest channels ('' for scratch)")
     train.add_argument("--none-weight", type=float, default=1.5, help="how often `none` is drawn against each of "
                                                                        "fire and smoke")
+    train.add_argument("--smoke-weight", type=float, default=1.0, help="how often smoke is drawn against fire")
     train.set_defaults(func=run_train_micro)
 
     export = sub.add_parser("export-micro", help="convert a firedetd-micro checkpoint to INT8 .tflite + C array "
@@ -69,7 +70,8 @@ def run_train_micro(args: argparse.Namespace) -> int:
     pretrained = args.pretrained if str(args.pretrained) not in ("", ".") else None
     result = train_micro(MicroTrainConfig(data=args.data, out=args.out, teacher=args.teacher, epochs=args.epochs,
                                           views=args.views, max_per_class=args.max_per_class, seed=args.seed,
-                                          lr=args.lr, pretrained=pretrained, none_weight=args.none_weight))
+                                          lr=args.lr, pretrained=pretrained, none_weight=args.none_weight,
+                                          smoke_weight=args.smoke_weight))
     print(json.dumps({k: result[k] for k in ("parameters", "best_epoch", "temperature", "train_seconds")}))
     return 0
 

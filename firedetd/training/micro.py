@@ -161,6 +161,7 @@ class MicroTrainConfig:
     # None: from scratch; else the shared weights folder (../shared/weights), for init_from_mobilenetv1
     pretrained: Path | None = None
     none_weight: float = 1.0       # how often `none` is drawn against fire and smoke (1: equally)
+    smoke_weight: float = 1.0      # how often smoke is drawn against fire
     threads: int = 1
     teacher_threads: int = 2       # the bank is made once; the teacher is ~90 % of its time
     max_per_class: int = 0
@@ -233,7 +234,7 @@ def train_micro(cfg: MicroTrainConfig) -> dict:
 
     # class- and source-balanced draws, as `firedetd train` does; each view of an image shares its weight
     per_image = sampling_weights(samples, TrainConfig(data=cfg.data, out=cfg.out,
-                                                      class_weights=(1.0, 1.0, cfg.none_weight)))
+                                                      class_weights=(1.0, cfg.smoke_weight, cfg.none_weight)))
     weights = per_image[bank["source"]]
     weights /= weights.sum()
     model = MicroNet()
