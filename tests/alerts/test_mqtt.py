@@ -248,10 +248,17 @@ def test_publish_status_announces_cameras_sends_state_changes_and_fps(broker, re
     sink.publish_status({"gate": {"fire": True, "smoke": False, "fps": 12.5}})
     sink.publish_status({"gate": {"fire": True, "smoke": False, "fps": 12.5}})  # no change: nothing new
 
-    watcher.wait_for(lambda ms: watcher.on(BASE + "/gate/fps") and len(watcher.payloads(BASE + "/gate/fire")) >= 2)
-    assert watcher.payloads(BASE + "/gate/fire") == [b"OFF", b"ON"]
+    watcher.wait_for(lambda ms: watcher.on(BASE + "/gate/fps") and b"ON" in watcher.payloads(BASE + "/gate/fire"))
+    # a state published while the connection comes up is sent again with the connection's announcements (retained,
+    # so harmless); what must hold is the order of changes and that an unchanged status sends nothing new
+    fire = watcher.payloads(BASE + "/gate/fire")
+    assert collapse_repeats(fire) == [b"OFF", b"ON"] and fire.count(b"ON") == 1
     assert watcher.payloads(BASE + "/gate/fps") == [b"12.50"]
-    assert watcher.payloads(BASE + "/gate/smoke") == [b"OFF"]
+    assert collapse_repeats(watcher.payloads(BASE + "/gate/smoke")) == [b"OFF"]
+
+
+def collapse_repeats(payloads):
+    return [p for i, p in enumerate(payloads) if i == 0 or payloads[i - 1] != p]
 
 
 def test_a_camera_without_a_picture_turns_its_problem_sensor_on_with_the_reason(broker, recorder, mqtt_sink):
