@@ -63,6 +63,15 @@ def add_subcommands(sub) -> None:
                         help="add the class activation map as a second output `cam` [N, classes, h, w]")
     export.set_defaults(func=run_export)
 
+    cam = sub.add_parser("cam-check", help="how often the class activation map's peak lies on the boxed fire/smoke")
+    add_data_arguments(cam)
+    cam.add_argument("checkpoint", type=Path, help="best.pt of a training run")
+    cam.add_argument("--backbone", default="edgetpu")
+    cam.add_argument("--spec", type=Path, default=DEFAULT_ENGINES / "firedetd.json",
+                     help="the spec whose input and labels the exported model gets (the shipped one)")
+    cam.add_argument("--out", type=Path, default=REPORT_DIR / "results" / "cam.json")
+    cam.set_defaults(func=run_cam_check)
+
     study = sub.add_parser("study", help="run the training/compression experiments behind docs/model-report.md")
     add_data_arguments(study)
     study.add_argument("--results", type=Path, default=REPORT_DIR / "results")
@@ -182,6 +191,18 @@ def run_export(args) -> int:
 
     ship_model(args.checkpoint, args.backbone, args.engines, args.data, args.version, args.calibration_images,
                progress=args.progress, cam=args.cam)
+    return 0
+
+
+def run_cam_check(args) -> int:
+    from .cam import run_cam_check as check
+
+    summary = check(args.checkpoint, args.backbone, args.data, args.spec, args.out, args.progress)["summary"]
+    for label, s in summary.items():
+        print(f"{label}: peak in a {label if label != 'all' else 'matching'} box on {s['peak_in_box']:.1%} of "
+              f"{s['photos']} photos (image centre {s['baseline_centre_in_box']:.1%}, random point "
+              f"{s['baseline_random_point_in_box']:.1%})")
+    print(f"wrote {args.out}")
     return 0
 
 

@@ -17,15 +17,14 @@ from firedetd.inference.onnxruntime import OnnxRuntimeEngine  # noqa: E402
 from firedetd.inference.preprocess import Preprocessor, to_probabilities  # noqa: E402
 from firedetd.modelspec import load_spec  # noqa: E402
 from firedetd.training.augment import to_input  # noqa: E402
+from firedetd.training.cam import check_peaks, covered_fraction, export_cam_model, inside, read_boxes  # noqa: E402
 from firedetd.training.export import (  # noqa: E402
     CAM_NAME,
-    cam_spec,
     class_map,
     export_onnx,
     load_checkpoint,
     max_abs_difference,
     sample_images,
-    sha256_of,
 )
 from firedetd.training.models import BACKBONES, build_classifier  # noqa: E402
 
@@ -48,14 +47,9 @@ def shipped_with_cam(tmp_path_factory):
     """The shipped checkpoint exported with the map, beside a copy of the shipped spec that describes it."""
     if not SHIPPED_CHECKPOINT.is_file():
         pytest.skip("runs/v5-edgetpu/best.pt (the shipped model's checkpoint) is not in this checkout")
-    model = load_checkpoint(SHIPPED_CHECKPOINT, "edgetpu")
     out = tmp_path_factory.mktemp("cam-engines")
-    path = export_onnx(model, out / "firedetd.onnx", cam=True)
-    raw = json.loads((ROOT / "engines" / "firedetd.json").read_text())
-    raw["files"] = {"fp32": {"path": path.name, "sha256": sha256_of(path), "precision": "fp32"}}
-    raw["cam"] = cam_spec(model)
-    (out / "firedetd.json").write_text(json.dumps(raw))
-    return model, out / "firedetd.json"
+    spec_path = export_cam_model(SHIPPED_CHECKPOINT, "edgetpu", out, ROOT / "engines" / "firedetd.json")
+    return load_checkpoint(SHIPPED_CHECKPOINT, "edgetpu"), spec_path
 
 
 @pytest.mark.parametrize("backbone", sorted(BACKBONES))
@@ -120,3 +114,26 @@ def test_shipped_model_with_cam_gives_the_daemon_the_shipped_engines_logits(clea
     old_spec_engine = OnnxRuntimeEngine(load_spec(str(tmp_path / "firedetd.json")), ModelConfig(max_batch=8))
     logits_only, no_map = old_spec_engine.infer_with_map(batch)
     assert no_map is None and np.abs(logits_only - old_logits).max() < 1e-5
+
+
+def test_boxes_are_read_per_photo_of_the_split_and_tested_by_their_edges():
+    if not (SHARED / "data" / "fire-smoke" / "boxes.csv").is_file():
+        pytest.skip("../shared/data/fire-smoke/boxes.csv is not beside this checkout")
+    boxes = read_boxes(SHARED / "data" / "fire-smoke" / "boxes.csv", "test")
+    assert boxes and all(name.startswith("test/") and "/lzdet_" in name for name in boxes)
+    assert {kind for rows in boxes.values() for kind, _ in rows} == {"fire", "smoke"}
+    box = (0.5, 0.5, 0.2, 0.4)
+    assert inside((0.6, 0.7), box) and not inside((0.61, 0.5), box) and not inside((0.5, 0.71), box)
+    assert covered_fraction([box, box]) == pytest.approx(0.08, abs=0.01)
+
+
+def test_shipped_model_map_peaks_on_the_boxed_fire_and_smoke_more_often_than_chance(clean_torch_process,
+                                                                                      shipped_with_cam):
+    _, spec_path = shipped_with_cam
+    data = SHARED / "data" / "fire-smoke"
+    summary = check_peaks(spec_path, data, data / "boxes.csv", progress=False)["summary"]
+    assert summary["fire"]["photos"] > 50 and summary["smoke"]["photos"] > 10
+    for label in ("fire", "smoke"):
+        s = summary[label]
+        assert s["peak_in_box"] > s["baseline_random_point_in_box"] + 0.2, label
+        assert s["peak_in_box"] > s["baseline_centre_in_box"], label
