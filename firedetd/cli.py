@@ -12,6 +12,7 @@ import sys
 
 from . import __version__
 from .errors import EXIT_FAILURE, EXIT_USAGE, ConfigError, FiredetdError
+from .login import DEFAULT_ITERATIONS, MIN_ITERATIONS
 
 log = logging.getLogger("firedetd")
 
@@ -212,6 +213,26 @@ def cmd_config_doc(args):
     return 0
 
 
+def cmd_hash_password(args):
+    """Print the http.password_hash string for a password typed twice (or read from stdin with --stdin)."""
+    import getpass
+
+    from .login import hash_password
+
+    if args.iterations < MIN_ITERATIONS:
+        raise FiredetdError("hash-password: --iterations must be at least %d" % MIN_ITERATIONS)
+    if args.stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("Password for the status page: ")
+        if getpass.getpass("Again: ") != password:
+            raise FiredetdError("hash-password: the two passwords differ")
+    if len(password) < 8:
+        raise FiredetdError("hash-password: use at least 8 characters (the page may face a network)")
+    sys.stdout.write(hash_password(password, iterations=args.iterations) + "\n")
+    return 0
+
+
 def cmd_demo_receiver(args):
     from . import receiver
 
@@ -253,6 +274,12 @@ def build_parser():
     doc = sub.add_parser("config-doc", help="print the config reference (docs/config.md)")
     doc.add_argument("-o", "--output")
     doc.set_defaults(func=cmd_config_doc)
+
+    hashpw = sub.add_parser("hash-password", help="print an http.password_hash for the status page's login")
+    hashpw.add_argument("--stdin", action="store_true", help="read the password from the first line of stdin")
+    hashpw.add_argument("--iterations", type=int, default=DEFAULT_ITERATIONS,
+                        help="PBKDF2-SHA256 iterations (default %(default)s)")
+    hashpw.set_defaults(func=cmd_hash_password)
 
     recv = sub.add_parser("demo-receiver", help="a local webhook receiver that prints alerts")
     _add_optional(recv, "firedetd.receiver")

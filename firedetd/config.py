@@ -524,9 +524,21 @@ class HttpConfig:
                                          "detection.snapshot.enabled is true.")
     live_fps: float = option(2.0, doc="Most live-view JPEGs encoded per camera per second, however many pages "
                                       "or /stream/<camera>.mjpg clients watch.", minimum=0.2, maximum=30)
+    password_hash: str = option("", doc="Turns on the status page's login: a `pbkdf2_sha256$ITERATIONS$SALT$HASH` "
+                                        "string from `firedetd hash-password` (docs/status-page.md#login). Without "
+                                        "it the page is read-only and served only when `addr` is loopback; "
+                                        "/metrics and /healthz never ask for a login.",
+                                example="pbkdf2_sha256$200000$...$...")
+    session_h: float = option(12.0, doc="How long a login lasts (hours) before the page asks for the password "
+                                        "again. Sessions are kept in memory: a restart ends them all.",
+                              minimum=0.01, maximum=720)
 
     def check(self, path):
         host_port(self.addr, path + ".addr")
+        if self.password_hash:
+            from .login import parse_password_hash
+
+            parse_password_hash(self.password_hash, path + ".password_hash")
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from .clock import monotonic_ns
 from .config import host_port, load_config
 from .errors import EXIT_FAILURE, EXIT_OK, ConfigError, FiredetdError
 from .httpserver import HttpEndpoint
+from .login import is_loopback
 from .modelspec import load_spec
 from .pipeline import Pipeline
 from .status import StatusPage, create_live_view
@@ -131,10 +132,13 @@ class Daemon(object):
         if not self.config.http.enabled:
             return
         host, port = host_port(self.config.http.addr, "http.addr")
-        if host in ("", "0.0.0.0", "::"):
-            log.warning("http.addr %s: listening on every network interface; /metrics, /healthz and the status page "
-                        "(live camera images) are open to the network: put them behind something that "
-                        "authenticates, or use 127.0.0.1", self.config.http.addr)
+        if not is_loopback(host):
+            # Prometheus scrapes without a login, so /metrics and /healthz stay open and only warned about;
+            # the page and its API (live camera images) are gated by StatusPage itself
+            page = ("the status page asks for the password (http.password_hash)" if self.config.http.password_hash
+                    else "the status page and its API answer 403 until http.password_hash is set")
+            log.warning("http.addr %s: not loopback; /metrics and /healthz are open to the network (put them behind "
+                        "something that filters, or use 127.0.0.1); %s", self.config.http.addr, page)
         try:
             self.http = HttpEndpoint(host, port, self.pipeline.metrics.registry, self.pipeline.health)
         except OSError as e:

@@ -1,4 +1,4 @@
-"""The status page: live view, smoothed probabilities, recent alerts with their snapshots, health of the
+"""The status page: live view, smoothed probabilities, recent incidents with their snapshots, health of the
 sources and sinks; served by the daemon's HTTP endpoint (127.0.0.1 by default, see docs/status-page.md).
 
     / and /status           the page: one self-contained HTML file (the device may have no network: no CDN)
@@ -6,6 +6,11 @@ sources and sinks; served by the daemon's HTTP endpoint (127.0.0.1 by default, s
     /live/<camera>.jpg      the camera's newest decided frame
     /stream/<camera>.mjpg   the same as an MJPEG stream (multipart/x-mixed-replace) at http.live_fps
     /alerts/<row_id>.jpg    an alert's snapshot, from the outbox
+    POST /login, /logout    with http.password_hash set: a session cookie; every other POST needs it and its
+                            CSRF token (StatusPage.action_refusal)
+
+Who may look: with http.password_hash, whoever logged in; without it, anyone who reaches a loopback http.addr
+(read-only); with neither, nobody: the page, its API and its images answer 403, /metrics and /healthz stay.
 
 The postprocessor calls LiveView.update for every decided frame, so that call only keeps references;
 a JPEG is encoded when someone asks, at most http.live_fps times per camera however many watch.
@@ -22,7 +27,9 @@ import threading
 from typing import Dict, List, Optional
 from urllib.parse import quote, unquote
 
+from . import login
 from .clock import monotonic_ns, wall_ns
+from .config import host_port
 from .errors import FiredetdError
 from .httpserver import Response, json_response
 from .postprocess import encode_snapshot
@@ -30,10 +37,14 @@ from .postprocess import encode_snapshot
 log = logging.getLogger(__name__)
 
 RECENT_ALERTS = 20
+RECENT_INCIDENTS = 20
 MAX_STREAMS = 4  # MJPEG clients at once: each holds a thread and a socket on a 4 GB Nano
 STREAM_WRITE_TIMEOUT_S = 10.0  # a client that stops reading loses its stream instead of pinning a thread
 BOUNDARY = "firedetd-frame"
 IMAGES_OFF = "images are off: detection.snapshot.enabled is false\n"
+PAGE_CLOSED = ("the status page is off: http.addr %s is not loopback and http.password_hash is not set; "
+               "make one with `firedetd hash-password` (docs/status-page.md#login)\n")
+READ_ONLY = "read-only: actions need a login; set http.password_hash (docs/status-page.md#login)\n"
 
 
 _Latest = collections.namedtuple("_Latest", "frame smoothed active decided_ns")
@@ -125,7 +136,7 @@ def camera_overlays(cameras):
 class StatusPage(object):
     """The status page's routes over a running Pipeline (which must have been built with a LiveView)."""
 
-    def __init__(self, pipeline, live_fps=2.0, recent_alerts=RECENT_ALERTS):
+    def __init__(self, pipeline, live_fps=2.0, recent_alerts=RECENT_ALERTS, recent_incidents=RECENT_INCIDENTS):
         if pipeline.live_view is None:
             raise FiredetdError("status page: the pipeline has no live view; build it with "
                                 "live_view=create_live_view(config, spec)")
@@ -133,18 +144,80 @@ class StatusPage(object):
         self.live_view = pipeline.live_view
         self.live_fps = live_fps
         self.recent_alerts = recent_alerts
+        self.recent_incidents = recent_incidents
         self.stop_event = threading.Event()
         self._streams = 0
         self._streams_lock = threading.Lock()
+        # read once: a new password or address takes a restart, which also ends the sessions made under the old one
+        http_config = pipeline.config.http
+        self.addr = http_config.addr
+        self.password_hash = http_config.password_hash
+        self.open_without_login = not self.password_hash and login.is_loopback(host_port(self.addr, "http.addr")[0])
+        self.sessions = login.Sessions(http_config.session_h * 3600)
 
     def register(self, http):
-        """Add the page, /api/status, the live JPEG and MJPEG routes and the alert snapshots to an HttpEndpoint."""
-        http.add_route("/", self._page)
-        http.add_route("/status", self._page)
-        http.add_route("/api/status", lambda query: json_response(self.status()))
-        http.add_prefix_route("/live/", self._live_jpeg)
-        http.add_prefix_route("/alerts/", self._alert_snapshot)
-        http.add_stream("/stream/", self._stream)
+        """Add the page, /api/status, the live JPEG and MJPEG routes, the alert snapshots and login/logout to an
+        HttpEndpoint."""
+        http.add_request_route("/", self._page)
+        http.add_request_route("/status", self._page)
+        http.add_request_route("/api/status", self._api_status)
+        http.add_prefix_route("/live/", self._live_jpeg, gate=self.read_refusal)
+        http.add_prefix_route("/alerts/", self._alert_snapshot, gate=self.read_refusal)
+        http.add_stream("/stream/", self._stream, gate=self.read_refusal)
+        http.add_post_route("/login", self._login)
+        http.add_post_route("/logout", self._logout)
+
+    # ------------------------------------------------------------------ access
+
+    def _session(self, info):
+        return self.sessions.get(login.cookie_token(info.headers.get("Cookie")))
+
+    def read_refusal(self, info) -> Optional[Response]:
+        """None when this request may see the page's data, else the answer: 403 when the page is closed (no
+        password on a non-loopback address), 401 without a session when a password is set."""
+        if self.open_without_login:
+            return None
+        if not self.password_hash:
+            return Response(403, PAGE_CLOSED % self.addr)
+        if self._session(info) is None:
+            return Response(401, "log in first: open the status page\n")
+        return None
+
+    def action_refusal(self, info) -> Optional[Response]:
+        """None when a POST may change something: a live session, its CSRF token (form field `csrf` or header
+        X-CSRF-Token) and not sent from another site; else the answer (403, or 401 without a session)."""
+        if not self.password_hash:
+            return Response(403, READ_ONLY)
+        session = self._session(info)
+        if session is None:
+            return Response(401, "log in first: open the status page\n")
+        # browsers that send Sec-Fetch-Site say outright when a form was posted from another site
+        if info.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
+            return Response(403, "refused: this request came from another site\n")
+        token = info.form.get("csrf") or info.headers.get("X-CSRF-Token")
+        if not login.csrf_matches(session, token):
+            return Response(403, "refused: missing or wrong CSRF token (reload the page)\n")
+        return None
+
+    def _login(self, info):
+        if not self.password_hash:
+            return Response(404, "no login: http.password_hash is not set\n")
+        if not self.sessions.login_allowed():
+            return _login_page(self.pipeline.config.device_id, "Too many wrong passwords: wait a minute.", 429)
+        if not login.verify_password(info.form.get("password", ""), self.password_hash):
+            self.sessions.login_failed()
+            log.warning("status page: a login with a wrong password was refused")
+            return _login_page(self.pipeline.config.device_id, "Wrong password.", 403)
+        token, _ = self.sessions.create()
+        log.info("status page: logged in (session for %.1f h)", self.sessions.lifetime_ns / 3.6e12)
+        return _redirect_to_page(_session_cookie(token, int(self.sessions.lifetime_ns // 10 ** 9), info))
+
+    def _logout(self, info):
+        refusal = self.action_refusal(info)
+        if refusal is not None:
+            return refusal
+        self.sessions.end(login.cookie_token(info.headers.get("Cookie")))
+        return _redirect_to_page(_session_cookie("", 0, info))
 
     def close(self):
         """End every MJPEG stream (within 1/live_fps s); the daemon calls it when it stops."""
@@ -176,7 +249,11 @@ class StatusPage(object):
             "cameras": self._cameras(health["cameras"], images),
             "sinks": [dict(sink, name=name) for name, sink in sorted(health["sinks"].items())],
             "alerts": [_alert_row(event, images) for event in pipeline.outbox.recent(self.recent_alerts)],
+            "incidents": incident_rows(pipeline.outbox.recent_incidents(self.recent_incidents), images),
         }
+
+    def _api_status(self, info):
+        return self.read_refusal(info) or json_response(self.status())
 
     def _cameras(self, sources, images):
         fps = self.pipeline.postprocessor.fps.value if self.pipeline.postprocessor is not None else {}
@@ -258,11 +335,81 @@ class StatusPage(object):
 
     # ------------------------------------------------------------------ page
 
-    def _page(self, query):
-        device = html.escape(self.pipeline.config.device_id or "firedetd")
-        return Response(200, PAGE.replace("{{device}}", device), "text/html; charset=utf-8",
-                        headers={"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
-                                 "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer"})
+    def _page(self, info):
+        if not self.open_without_login and not self.password_hash:
+            return Response(403, PAGE_CLOSED % self.addr)
+        session = self._session(info) if self.password_hash else None
+        if self.password_hash and session is None:
+            return _login_page(self.pipeline.config.device_id)
+        account = ""
+        if session is not None:   # the CSRF token goes only into a page served to its own session
+            account = ('<form method="post" action="logout"><input type="hidden" name="csrf" value="%s">'
+                       '<button id="logout">Log out</button></form>' % html.escape(session.csrf))
+        page = PAGE.replace("{{account}}", account).replace("{{device}}", _device_name(self.pipeline.config))
+        return _html(200, page)
+
+
+def _device_name(config):
+    return html.escape(config.device_id or "firedetd")
+
+
+def _html(status, page, headers=None):
+    return Response(status, page, "text/html; charset=utf-8",
+                    headers=dict({"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
+                                  "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer"}, **(headers or {})))
+
+
+def _login_page(device_id, message="", status=200):
+    page = LOGIN_PAGE.replace("{{device}}", html.escape(device_id or "firedetd"))
+    return _html(status, page.replace("{{message}}", html.escape(message)))
+
+
+def _session_cookie(token, max_age_s, info):
+    # no Path: the browser scopes the cookie to the directory the login was posted from, so behind a proxy's
+    # sub-path (/firedetd/) it is not sent to the other applications on that host
+    cookie = "%s=%s; Max-Age=%d; HttpOnly; SameSite=Strict" % (login.COOKIE, token, max_age_s)
+    if info.headers.get("X-Forwarded-Proto", "").lower() == "https":
+        cookie += "; Secure"
+    return cookie
+
+
+def _redirect_to_page(cookie):
+    # 303: the browser follows with a GET, so a reload does not post the form again
+    return Response(303, "", headers={"Location": "./", "Set-Cookie": cookie})
+
+
+def incident_rows(pairs, images) -> List[dict]:
+    """One row per incident from Outbox.recent_incidents: its camera, kind, when it was raised, escalated and
+    cleared, its peak score, the snapshots and the delivery state of its events; newest incident first."""
+    incidents = collections.OrderedDict()
+    for event, ongoing in pairs:
+        row = incidents.get(event["id"])
+        if row is None:
+            row = incidents[event["id"]] = {
+                "id": event["id"], "camera": event["camera"], "kind": event["kind"], "first_kind": event["kind"],
+                "started_ns": event["started_ns"], "escalated_ns": None, "cleared_ns": None, "last_event_ns": 0,
+                "peak_score": 0.0, "ongoing": ongoing, "snapshot_url": None, "escalation_snapshot_url": None,
+                "deliveries": {}}
+        row["last_event_ns"] = max(row["last_event_ns"], event["event_ns"])
+        row["peak_score"] = max(row["peak_score"], event.get("peak_score") or 0.0, event.get("score") or 0.0)
+        snapshot = "alerts/%d.jpg" % event["row_id"] if images and event.get("snapshot_bytes") else None
+        if event["state"] == "raised":
+            row["first_kind"] = event["kind"]
+            row["snapshot_url"] = snapshot
+        elif event["state"] == "escalated":
+            row["escalated_ns"] = event["event_ns"]
+            row["escalation_snapshot_url"] = snapshot
+        elif event["state"] == "cleared":
+            row["cleared_ns"] = event["event_ns"]
+        for sink, d in event["deliveries"].items():
+            total = row["deliveries"].setdefault(sink, {"delivered": 0, "pending": 0, "last_error": None})
+            if d["delivered_ns"] is not None:
+                total["delivered"] += 1
+            else:
+                total["pending"] += 1
+                total["last_error"] = total["last_error"] or d["last_error"]
+    # events arrive newest first, so the first kind seen is the incident's latest (fire after an escalation)
+    return sorted(incidents.values(), key=lambda r: r["started_ns"], reverse=True)
 
 
 def _alert_row(event, images):
@@ -298,41 +445,70 @@ def _send_text(request, status, text):
 # errors, sink names) reach the DOM only through textContent and encoded URLs, never as markup. URLs are
 # relative, so the page also works behind a reverse proxy that serves it under a sub-path.
 CSP = ("default-src 'none'; img-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; "
-       "script-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+       "script-src 'unsafe-inline'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 
-PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>firedetd &middot; {{device}}</title>
-<style>
+# shared by the page and the login form; below 640 px tables become one card per row (a 390 px phone showed
+# the alert table wider than the screen and the delivery column one letter per line)
+STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:0;background:#f3f4f6;color:#111}
-header{display:flex;gap:1em;align-items:baseline;padding:.6em 1.2em;background:#1f2937;color:#fff}
-header h1{font-size:1.2em;margin:0}main{padding:1em 1.2em}h2{font-size:1.05em;margin:1.2em 0 .4em}
+header{display:flex;flex-wrap:wrap;gap:.3em 1em;align-items:baseline;padding:.6em 1.2em;background:#1f2937;
+color:#fff}header h1{font-size:1.2em;margin:0}header form{margin-left:auto}
+main{padding:1em 1.2em}h2{font-size:1.05em;margin:1.2em 0 .4em}
 .badge{display:inline-block;padding:0 .5em;border-radius:.6em;font-size:.85em;font-weight:600}
 .ok{background:#d1fae5;color:#065f46}.bad{background:#fee2e2;color:#991b1b}.muted{color:#6b7280}
 .note{background:#fef3c7;border:1px solid #f59e0b;padding:.5em .8em;border-radius:.3em}
-.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(340px,1fr));gap:1em}
-.camera{background:#fff;border-radius:.4em;padding:.7em;box-shadow:0 1px 2px #0002}
-.camera h3{margin:0 0 .4em;font-size:1em;display:flex;gap:.5em;align-items:center}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(340px,100%),1fr));gap:1em}
+.camera{background:#fff;border-radius:.4em;padding:.7em;box-shadow:0 1px 2px #0002;min-width:0}
+.camera.degraded{outline:3px solid #dc2626}
+.camera h3{margin:0 0 .4em;font-size:1em;display:flex;flex-wrap:wrap;gap:.3em .5em;align-items:center}
 .live{width:100%;aspect-ratio:16/9;object-fit:contain;background:#111;display:block;border-radius:.2em}
 .prob{display:grid;grid-template-columns:4.5em 1fr 3.5em;gap:.4em;align-items:center;margin-top:.3em}
 .bar{background:#e5e7eb;height:.7em;border-radius:.35em;overflow:hidden}
 .fill{background:#6b7280;height:100%}.fill.fire{background:#dc2626}.fill.smoke{background:#2563eb}
-.alerting{background:#dc2626;color:#fff}
+.alerting{background:#dc2626;color:#fff}.masks{margin:.3em 0 0;font-size:.9em}
 table{border-collapse:collapse;background:#fff;width:100%}th,td{padding:.3em .6em;text-align:left;
-border-bottom:1px solid #e5e7eb;vertical-align:middle}.thumb{height:54px;display:block}
+border-bottom:1px solid #e5e7eb;vertical-align:middle;overflow-wrap:anywhere}.thumb{height:54px;display:block}
 .cols{display:grid;grid-template-columns:2fr 1fr;gap:1em}footer{padding:1em 1.2em;color:#6b7280}
-</style></head>
+button{font:inherit;padding:.3em .9em}input{font:inherit;padding:.3em}
+@media (max-width:640px){
+main{padding:.6em}header{padding:.5em .7em}.cols{grid-template-columns:1fr}
+table.cards thead{display:none}table.cards,table.cards tbody{display:block;background:none}
+table.cards tr{display:block;background:#fff;border-radius:.4em;margin-bottom:.6em;padding:.3em 0;
+box-shadow:0 1px 2px #0002}
+table.cards td{display:flex;gap:1em;justify-content:space-between;border:0;padding:.15em .7em;text-align:right}
+table.cards td::before{content:attr(data-label);font-weight:600;color:#6b7280;text-align:left;flex:none}
+table.cards .thumb{height:auto;max-width:60%}
+}
+"""
+
+LOGIN_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>firedetd &middot; {{device}} &middot; log in</title><style>""" + STYLE + """
+form.login{background:#fff;max-width:22em;margin:2em auto;padding:1em 1.2em;border-radius:.4em;
+box-shadow:0 1px 2px #0002;display:grid;gap:.6em}</style></head>
+<body><header><h1>firedetd</h1><span>{{device}}</span></header>
+<main><form class="login" method="post" action="login"><label for="password">Password</label>
+<input id="password" name="password" type="password" autocomplete="current-password" autofocus required>
+<button id="login" type="submit">Log in</button><p id="message" class="bad">{{message}}</p></form></main>
+</body></html>
+"""
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>firedetd &middot; {{device}}</title>
+<style>""" + STYLE + """</style></head>
 <body>
 <header><h1>firedetd</h1><span id="device">{{device}}</span><span id="health" class="badge">connecting</span>
-<span id="updated" class="muted"></span></header>
+<span id="updated" class="muted"></span>{{account}}</header>
 <main>
 <p id="privacy" class="note" hidden>Images are off (detection.snapshot.enabled is false): no live view, and
-alerts are listed without snapshots.</p>
+incidents are listed without snapshots.</p>
 <p id="problems" class="note" hidden></p>
 <section id="cameras" class="grid"></section>
-<h2>Recent alerts</h2>
-<table id="alerts"><thead><tr><th>Time</th><th>Camera</th><th>Kind</th><th>Event</th><th>Score</th>
-<th>Delivery</th><th>Snapshot</th></tr></thead><tbody></tbody></table>
+<h2>Incidents</h2>
+<table id="incidents" class="cards"><thead><tr><th>Raised</th><th>Camera</th><th>Kind</th><th>Escalated</th>
+<th>Cleared</th><th>Peak</th><th>Delivery</th><th>Snapshot</th></tr></thead><tbody></tbody></table>
+<p id="no-incidents" class="muted" hidden>No incident in the outbox.</p>
 <div class="cols"><div><h2>Alert sinks</h2><table id="sinks"><thead><tr><th>Sink</th><th>Thread</th>
 <th>Pending</th></tr></thead><tbody></tbody></table></div>
 <div><h2>Engine</h2><table id="engine"><tbody></tbody></table></div></div>
@@ -341,7 +517,7 @@ alerts are listed without snapshots.</p>
 &middot; <a href="healthz">/healthz</a></footer>
 <script>
 "use strict";
-const cards = new Map(), alertRows = new Map();
+const cards = new Map(), incidentRows = new Map();
 let liveTimer = null, status = null;
 
 function el(tag, cls, text) {
@@ -349,6 +525,14 @@ function el(tag, cls, text) {
   if (cls) e.className = cls;
   if (text !== undefined && text !== null) e.textContent = String(text);
   return e;
+}
+function pad(n) { return String(n).padStart(2, "0"); }
+// local date and time, year first: an incident from last week must not read like one from this morning
+function fmtDateTime(ns) {
+  if (!ns) return "";
+  const d = new Date(ns / 1e6);
+  return d.getFullYear() + "-" + pad(d.getMonth() + 1) + "-" + pad(d.getDate()) + " " + pad(d.getHours()) + ":" +
+    pad(d.getMinutes()) + ":" + pad(d.getSeconds());
 }
 function fmtTime(ns) { return ns ? new Date(ns / 1e6).toLocaleTimeString() : ""; }
 
@@ -360,10 +544,10 @@ function cameraCard(cam) {
   h.append(name, up, fps, active, problem);
   const img = el("img", "live");
   img.alt = "live view of " + cam.name;
-  const probs = el("div", "probs"), error = el("p", "muted");
-  card.append(h, img, error, probs);
+  const probs = el("div", "probs"), error = el("p", "muted"), masks = el("p", "masks muted");
+  card.append(h, img, masks, error, probs);
   document.getElementById("cameras").append(card);
-  return {card, up, fps, active, problem, img, error, probs, bars: new Map(), loading: false};
+  return {card, up, fps, active, problem, img, masks, error, probs, bars: new Map(), loading: false};
 }
 
 function updateCard(cam, labels) {
@@ -375,8 +559,12 @@ function updateCard(cam, labels) {
   c.error.textContent = cam.up ? (cam.problem_text || "") : (cam.error || "");
   c.problem.textContent = cam.problem ? "NO PICTURE: " + cam.problem.replace("_", " ") : "";
   c.problem.hidden = !cam.problem;
+  c.card.classList.toggle("degraded", !!cam.problem || !cam.up);
   c.active.textContent = cam.active.map(k => k.toUpperCase()).join(" + ");
   c.active.hidden = cam.active.length === 0;
+  // the outlines are drawn on the live view; named here too, so they show while images are off
+  const shapes = (cam.overlays || []).map(o => o.name);
+  c.masks.textContent = shapes.length ? "Outlined: " + shapes.join(", ") : "No mask, whole frame watched";
   c.img.hidden = !cam.live_url;
   c.liveUrl = cam.live_url;
   for (const label of labels) {
@@ -412,40 +600,62 @@ function refreshLive() {
 function deliveryText(deliveries) {
   const parts = [];
   for (const [sink, d] of Object.entries(deliveries)) {
-    parts.push(sink + ": " + (d.delivered ? "delivered" : "pending" + (d.attempts ? " (" + d.attempts +
-      " tries" + (d.last_error ? ", " + d.last_error : "") + ")" : "")));
+    parts.push(sink + ": " + (d.pending ? d.pending + " pending" + (d.last_error ? " (" + d.last_error + ")" : "")
+                                        : "delivered"));
   }
   return parts.join("; ") || "outbox only";
 }
 
-function updateAlerts(alerts) {
-  const body = document.querySelector("#alerts tbody"), keep = new Set();
-  alerts.forEach((a, i) => {
-    keep.add(a.row_id);
-    let r = alertRows.get(a.row_id);
+function snapshotCell(url, alt) {
+  const td = el("td");
+  td.dataset.label = "Snapshot";
+  if (!url) { td.append(el("span", "muted", "-")); return td; }
+  const link = el("a"), img = el("img", "thumb");
+  link.href = url;
+  img.src = url;
+  img.alt = alt;
+  link.append(img);
+  td.append(link);
+  return td;
+}
+
+function updateIncidents(incidents) {
+  const body = document.querySelector("#incidents tbody"), keep = new Set();
+  document.getElementById("no-incidents").hidden = incidents.length > 0;
+  incidents.forEach((a, i) => {
+    keep.add(a.id);
+    let r = incidentRows.get(a.id);
     if (!r) {
       const tr = el("tr");
-      tr.dataset.rowId = a.row_id;
-      const cells = [fmtTime(a.event_ns), a.camera, a.kind, a.state, a.score.toFixed(3)].map(t => el("td", "", t));
-      const delivery = el("td"), snap = el("td");
-      if (a.snapshot_url) {
-        const link = el("a"), img = el("img", "thumb");
-        link.href = a.snapshot_url;
-        img.src = a.snapshot_url;
-        img.alt = a.kind + " snapshot from " + a.camera;
-        link.append(img);
-        snap.append(link);
-      } else {
-        snap.append(el("span", "muted", a.snapshot_dropped ? "dropped" : "-"));
+      tr.dataset.incident = a.id;
+      const cells = {};
+      for (const label of ["Raised", "Camera", "Kind", "Escalated", "Cleared", "Peak", "Delivery"]) {
+        cells[label] = el("td");
+        cells[label].dataset.label = label;
+        tr.append(cells[label]);
       }
-      tr.append(...cells, delivery, snap);
-      r = {tr, delivery};
-      alertRows.set(a.row_id, r);
+      r = {tr, cells, snapshot: null};
+      incidentRows.set(a.id, r);
     }
-    r.delivery.textContent = deliveryText(a.deliveries);
+    const c = r.cells;
+    c.Raised.textContent = fmtDateTime(a.started_ns);
+    c.Camera.textContent = a.camera;
+    c.Kind.textContent = a.kind;
+    c.Escalated.textContent = a.escalated_ns ? fmtDateTime(a.escalated_ns) : "-";
+    c.Cleared.textContent = a.cleared_ns ? fmtDateTime(a.cleared_ns)
+                                         : "active" + (a.ongoing ? " (" + a.ongoing + " reminders)" : "");
+    c.Peak.textContent = a.peak_score.toFixed(3);
+    c.Delivery.textContent = deliveryText(a.deliveries);
+    const url = a.escalation_snapshot_url || a.snapshot_url;
+    if (r.snapshot === null || r.snapshotUrl !== url) {
+      const cell = snapshotCell(url, a.kind + " snapshot from " + a.camera);
+      if (r.snapshot) r.snapshot.replaceWith(cell); else r.tr.append(cell);
+      r.snapshot = cell;
+      r.snapshotUrl = url;
+    }
     if (body.children[i] !== r.tr) body.insertBefore(r.tr, body.children[i] || null);
   });
-  for (const [id, r] of alertRows) if (!keep.has(id)) { r.tr.remove(); alertRows.delete(id); }
+  for (const [id, r] of incidentRows) if (!keep.has(id)) { r.tr.remove(); incidentRows.delete(id); }
 }
 
 function fillTable(selector, rows) {
@@ -468,7 +678,7 @@ function render(s) {
   document.getElementById("privacy").hidden = s.images;
   document.getElementById("updated").textContent = "updated " + fmtTime(s.time_ns);
   s.cameras.forEach(cam => updateCard(cam, s.labels));
-  updateAlerts(s.alerts);
+  updateIncidents(s.incidents);
   fillTable("#sinks", s.sinks.map(k => [[k.name], [k.alive ? "running" : "stopped", k.alive ? "" : "bad"],
                                          [k.pending]]));
   fillTable("#engine", [[["engine"], [s.engine.name + " (" + s.engine.provider + ")"]], [["model"], [s.model]],
@@ -479,6 +689,8 @@ function render(s) {
 async function poll() {
   try {
     const response = await fetch("api/status", {cache: "no-store"});
+    // the session ended (expired, logged out elsewhere, daemon restarted): the page itself shows the login form
+    if (response.status === 401) { location.reload(); return; }
     if (!response.ok) throw new Error("HTTP " + response.status);
     render(await response.json());
   } catch (e) {

@@ -1,6 +1,7 @@
 """firedetd/status.py: the LiveView on real frames and trackers, and the status routes over a real running
 Pipeline (test:// GStreamer source, the shipped ONNX model, a real SQLite outbox) behind a real HttpEndpoint."""
 
+import re
 import threading
 from dataclasses import replace
 
@@ -14,6 +15,7 @@ from firedetd.config import DetectionConfig, SnapshotConfig, build_config
 from firedetd.daemon import Daemon
 from firedetd.httpserver import HttpEndpoint
 from firedetd.incidents import CameraTracker, Incident
+from firedetd.login import COOKIE, hash_password
 from firedetd.pipeline import Pipeline
 from firedetd.status import LiveView, StatusPage, create_live_view
 from firedetd.types import Frame, Prediction
@@ -76,10 +78,10 @@ def test_live_view_exists_only_with_the_status_page(tmp_path, spec, http, expect
 class RunningStatus(object):
     """A started Pipeline with a LiveView, its StatusPage registered on a real HttpEndpoint."""
 
-    def __init__(self, tmp_path, spec, snapshot=True, device_id="lab"):
+    def __init__(self, tmp_path, spec, snapshot=True, device_id="lab", http=None):
         config = build_config({"cameras": [{"name": "cam.1", "source": "test://?pattern=ball&fps=15"}],
                                "detection": dict(ALWAYS_ALERT, snapshot={"enabled": snapshot}),
-                               "http": {"live_fps": 10}, "state_dir": str(tmp_path)})
+                               "http": dict({"live_fps": 10}, **(http or {})), "state_dir": str(tmp_path)})
         self.config = replace(config, device_id=device_id)  # bypass validation: the page must escape anything
         self.pipeline = Pipeline(self.config, spec, sink_factory=lambda cfg: [],
                                  live_view=create_live_view(self.config, spec))
@@ -91,7 +93,8 @@ class RunningStatus(object):
     def __enter__(self):
         self.pipeline.start()
         self.http.start()
-        wait_until(lambda: self.get("/api/status").json()["alerts"], 30, message="the first alerts")
+        # asked of the page object, not over HTTP: a page behind a login answers 401 to a plain GET
+        wait_until(lambda: self.page.status()["alerts"], 30, message="the first alerts")
         return self
 
     def __exit__(self, *exc):
@@ -101,6 +104,9 @@ class RunningStatus(object):
 
     def get(self, path, **kwargs):
         return requests.get(self.url + "/" + path.lstrip("/"), timeout=10, **kwargs)
+
+    def post(self, path, **kwargs):
+        return requests.post(self.url + "/" + path.lstrip("/"), timeout=10, allow_redirects=False, **kwargs)
 
 
 def test_status_json_shows_cameras_probabilities_alerts_and_serves_their_images(tmp_path, spec):
@@ -117,6 +123,9 @@ def test_status_json_shows_cameras_probabilities_alerts_and_serves_their_images(
     assert sum(camera["probabilities"].values()) == pytest.approx(1.0, abs=0.01)
     assert sorted(camera["active"]) == ["fire", "smoke"]   # one incident, which has shown both
     assert [a["kind"] for a in raised] == ["fire"] and all(a["camera"] == "cam.1" for a in raised)
+    incident = status["incidents"][0]
+    assert (incident["id"], incident["first_kind"]) == (raised[0]["id"], "fire")
+    assert incident["started_ns"] == raised[0]["started_ns"] and incident["snapshot_url"] == raised[0]["snapshot_url"]
     for response in (live, snapshot):
         image = cv2.imdecode(np.frombuffer(response.content, np.uint8), cv2.IMREAD_COLOR)
         assert response.headers["Content-Type"] == "image/jpeg" and image.shape[1] == 640
@@ -210,3 +219,71 @@ def test_the_live_view_outlines_a_cameras_masks_and_crop():
     amber = (image[..., 2] > 150) & (image[..., 1] > 120) & (image[..., 0] < 100)   # BGR (0, 215, 255)
     cyan = (image[..., 0] > 150) & (image[..., 1] > 150) & (image[..., 2] < 100)    # BGR (255, 255, 0)
     assert amber[:, : image.shape[1] // 2].any() and cyan[:, image.shape[1] // 2:].any()
+
+
+PASSWORD = "open sesame, please"
+
+
+def test_a_page_on_a_non_loopback_address_without_a_password_answers_403_but_metrics_stay_open(tmp_path, spec):
+    # the endpoint itself listens on 127.0.0.1 here; the page decides from http.addr, as configured
+    with RunningStatus(tmp_path, spec, http={"addr": "0.0.0.0:9108"}) as running:
+        refused = [running.get(p) for p in ("/", "/api/status", "/live/cam.1.jpg", "/alerts/1.jpg",
+                                            "/stream/cam.1.mjpg")]
+        metrics, health = running.get("/metrics"), running.get("/healthz")
+    assert [r.status_code for r in refused] == [403] * 5
+    assert "http.addr 0.0.0.0:9108 is not loopback and http.password_hash is not set" in refused[0].text
+    assert metrics.status_code == 200 and "firedetd_" in metrics.text and health.status_code in (200, 503)
+
+
+def test_the_loopback_page_without_a_password_is_read_only(tmp_path, spec):
+    with RunningStatus(tmp_path, spec) as running:
+        page, status = running.get("/"), running.get("/api/status")
+        logout, login_post = running.post("/logout", data={"csrf": "x"}), running.post("/login", data={"password": "x"})
+    assert (page.status_code, status.status_code) == (200, 200) and "Log out" not in page.text
+    assert logout.status_code == 403 and "read-only" in logout.text and login_post.status_code == 404
+
+
+def test_with_a_password_the_page_asks_for_it_and_a_session_cookie_opens_it(tmp_path, spec):
+    http = {"addr": "0.0.0.0:9108", "password_hash": hash_password(PASSWORD, iterations=1000)}
+    with RunningStatus(tmp_path, spec, http=http) as running:
+        anonymous = [running.get(p) for p in ("/", "/api/status", "/live/cam.1.jpg", "/stream/cam.1.mjpg")]
+        wrong = running.post("/login", data={"password": PASSWORD[:-1]})
+        right = running.post("/login", data={"password": PASSWORD}, headers={"X-Forwarded-Proto": "https"})
+        cookies = {COOKIE: right.cookies[COOKIE]}
+        page = running.get("/", cookies=cookies)
+        status, live = running.get("/api/status", cookies=cookies), running.get("/live/cam.1.jpg", cookies=cookies)
+    assert anonymous[0].status_code == 200 and 'name="password"' in anonymous[0].text
+    assert [r.status_code for r in anonymous[1:]] == [401, 401, 401]
+    assert wrong.status_code == 403 and "Wrong password" in wrong.text and COOKIE not in wrong.cookies
+    assert (right.status_code, right.headers["Location"]) == (303, "./")
+    attributes = [a.strip().lower() for a in right.headers["Set-Cookie"].split(";")]
+    assert {"httponly", "samesite=strict", "secure", "max-age=43200"} <= set(attributes)
+    assert 'id="logout"' in page.text and status.status_code == 200 and live.status_code == 200
+    assert PASSWORD not in page.text
+
+
+def test_logout_without_the_csrf_token_is_refused_and_with_it_ends_the_session(tmp_path, spec, caplog):
+    caplog.set_level("DEBUG")
+    http = {"password_hash": hash_password(PASSWORD, iterations=1000), "session_h": 1}
+    with RunningStatus(tmp_path, spec, http=http) as running:
+        cookies = {COOKIE: running.post("/login", data={"password": PASSWORD}).cookies[COOKIE]}
+        csrf = re.search(r'name="csrf" value="([^"]+)"', running.get("/", cookies=cookies).text).group(1)
+        without = running.post("/logout", cookies=cookies)
+        wrong = running.post("/logout", cookies=cookies, data={"csrf": csrf[:-2] + "xx"})
+        cross_site = running.post("/logout", cookies=cookies, data={"csrf": csrf},
+                                  headers={"Sec-Fetch-Site": "cross-site"})
+        still = running.get("/api/status", cookies=cookies)
+        logout = running.post("/logout", cookies=cookies, headers={"X-CSRF-Token": csrf})
+        after = running.get("/api/status", cookies=cookies)
+        anonymous = running.post("/logout", data={"csrf": csrf})
+    assert [r.status_code for r in (without, wrong, cross_site)] == [403, 403, 403]
+    assert "CSRF" in without.text and still.status_code == 200
+    assert logout.status_code == 303 and "Max-Age=0" in logout.headers["Set-Cookie"]
+    assert after.status_code == 401 and anonymous.status_code == 401
+    assert PASSWORD not in caplog.text and csrf not in caplog.text and cookies[COOKIE] not in caplog.text
+
+
+def test_a_post_body_larger_than_a_form_is_refused_unread(tmp_path, spec):
+    with RunningStatus(tmp_path, spec, http={"password_hash": hash_password(PASSWORD, iterations=1000)}) as running:
+        response = running.post("/login", data={"password": "x" * 10000})
+    assert response.status_code == 413

@@ -44,7 +44,7 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ..clock import wall_ns
 from ..errors import OutboxError
@@ -350,18 +350,36 @@ class Outbox:
             conn = self._conn()
             rows = conn.execute("SELECT id, event_key, enqueued_ns, payload, snapshot_bytes, snapshot_dropped "
                                 "FROM events ORDER BY id DESC LIMIT ?", (int(limit),)).fetchall()
-            events = []
-            for row_id, key, enqueued, payload, size, dropped in rows:
-                event = json.loads(payload)
-                event.update(row_id=row_id, event_key=key, enqueued_ns=enqueued,
-                             snapshot_bytes=None if dropped else size, snapshot_dropped=bool(dropped), deliveries={})
-                for sink, delivered, attempts, error, due in conn.execute(
-                        "SELECT sink, delivered_ns, attempts, last_error, next_attempt_ns FROM deliveries "
-                        "WHERE event_id = ? ORDER BY sink", (row_id,)):
-                    event["deliveries"][sink] = {"delivered_ns": delivered, "attempts": attempts,
-                                                 "last_error": error, "next_attempt_ns": due}
-                events.append(event)
-        return events
+            return [_event_with_deliveries(conn, row) for row in rows]
+
+    def recent_incidents(self, limit: int = 20) -> List[Tuple[dict, int]]:
+        """The `limit` incidents with the newest events, as (event, ongoing_count) pairs, newest event first:
+        each incident's raised, escalated and cleared events and its newest ongoing one (fields as in recent()),
+        with how many ongoing events it sent. A camera whose alert keeps flapping or repeating cannot push the
+        other incidents off the page this way, as it did with a plain list of the last events."""
+        with self._sqlite_errors("list recent incidents"):
+            conn = self._conn()
+            wanted, keep, ongoing = [], [], {}
+            # keys only: a scan of the whole table is a few thousand short strings, no payloads
+            for row_id, key in conn.execute("SELECT id, event_key FROM events ORDER BY id DESC"):
+                incident, _, state = key.rpartition(":")
+                if incident not in ongoing:
+                    if len(wanted) == limit:
+                        continue
+                    wanted.append(incident)
+                    ongoing[incident] = 0
+                if state.startswith("ongoing"):
+                    ongoing[incident] += 1
+                    if ongoing[incident] > 1:
+                        continue   # older reminders only count
+                keep.append(row_id)
+            if not keep:
+                return []
+            # at most 4 rows per incident: well under SQLite's 999 bound parameters
+            rows = conn.execute("SELECT id, event_key, enqueued_ns, payload, snapshot_bytes, snapshot_dropped "
+                                "FROM events WHERE id IN (%s) ORDER BY id DESC" % ",".join("?" * len(keep)),
+                                keep).fetchall()
+            return [(_event_with_deliveries(conn, row), ongoing[row[1].rpartition(":")[0]]) for row in rows]
 
     def size_bytes(self) -> int:
         """Bytes the outbox takes on disk now (database and WAL files)."""
@@ -445,6 +463,19 @@ class Outbox:
             log.warning("outbox %s: over its size cap; deleted %d delivered events from the history", self.path,
                         len(ids))
         return freed
+
+
+def _event_with_deliveries(conn, row):
+    row_id, key, enqueued, payload, size, dropped = row
+    event = json.loads(payload)
+    event.update(row_id=row_id, event_key=key, enqueued_ns=enqueued,
+                 snapshot_bytes=None if dropped else size, snapshot_dropped=bool(dropped), deliveries={})
+    for sink, delivered, attempts, error, due in conn.execute(
+            "SELECT sink, delivered_ns, attempts, last_error, next_attempt_ns FROM deliveries "
+            "WHERE event_id = ? ORDER BY sink", (row_id,)):
+        event["deliveries"][sink] = {"delivered_ns": delivered, "attempts": attempts,
+                                     "last_error": error, "next_attempt_ns": due}
+    return event
 
 
 def read_spilled(path: str) -> List[Alert]:

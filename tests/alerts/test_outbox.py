@@ -405,3 +405,31 @@ def test_every_event_committed_before_a_sigkill_is_intact_afterwards(tmp_path, s
         assert event["score"] == n / 1e6
     assert box.pending_count("b") == len(events)
     box.close()
+
+
+def test_recent_incidents_keep_every_incident_listed_while_one_repeats_ongoing_events(outbox, make_alert):
+    from firedetd.status import incident_rows
+    from firedetd.types import ESCALATED
+
+    smoke = make_alert(1, kind="smoke", camera="hall")
+    outbox.enqueue(smoke, ["hook"])
+    escalated = replace(make_alert(1, kind="fire", camera="hall"), state=ESCALATED, event_ns=smoke.event_ns + 5)
+    outbox.enqueue(escalated, ["hook"])
+    outbox.enqueue(replace(escalated, state=CLEARED, event_ns=smoke.event_ns + 9, snapshot_jpeg=None), ["hook"])
+    stuck = make_alert(2, camera="garage")
+    outbox.enqueue(stuck, ["hook"])
+    for n in range(40):   # a long incident's reminders: 40 events, more than the page used to list
+        outbox.enqueue(replace(stuck, state=ONGOING, event_ns=stuck.event_ns + n + 1, snapshot_jpeg=None), ["hook"])
+    deliver_head(outbox, "hook")
+
+    assert {e["id"] for e in outbox.recent(20)} == {stuck.id}   # the old list: the hall incident pushed off
+    rows = incident_rows(outbox.recent_incidents(20), images=True)
+    assert [r["id"] for r in rows] == [stuck.id, smoke.id]
+    garage, hall = rows
+    assert (garage["ongoing"], garage["cleared_ns"], garage["kind"]) == (40, None, "fire")
+    assert (hall["first_kind"], hall["kind"]) == ("smoke", "fire")
+    assert hall["escalated_ns"] == smoke.event_ns + 5 and hall["cleared_ns"] == smoke.event_ns + 9
+    assert hall["snapshot_url"] and hall["escalation_snapshot_url"] and hall["snapshot_url"] != \
+        hall["escalation_snapshot_url"]
+    assert hall["deliveries"]["hook"] == {"delivered": 1, "pending": 2, "last_error": None}
+    assert len(outbox.recent_incidents(1)) == 2   # the newest incident only: its raised and newest ongoing events

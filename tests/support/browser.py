@@ -51,3 +51,16 @@ def mean_difference(a, b):
     if a is None or b is None or a.shape != b.shape:
         return 0.0
     return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
+
+
+def emulate_phone(driver, width=390, height=844):
+    """Lay the page out as a phone of this size would (viewport meta honoured): headless Chromium will not make its
+    window narrower than 500 px, so the width comes from the DevTools protocol instead."""
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                           {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": True})
+
+
+def emulate_desktop(driver, width=1280, height=1000):
+    """Back to an ordinary window of this size after emulate_phone."""
+    driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+    driver.set_window_size(width, height)
