@@ -202,6 +202,7 @@ class Pipeline(object):
     def _start_capture(self, camera):
         region = WatchedRegion(camera, self.spec.input.width, self.spec.input.height)
         geometry = geometry_for(self.spec, self.config.detection, region)
+        self.postprocessor.crops[camera.name] = region.crop   # alert regions come back to shares of the frame
         signal = self.config.detection.signal
         gate = SignalGate(frozen_after_s=signal.frozen_after_s, enabled=signal.enabled)
         for reason in REASONS:  # every series from the start, so a dashboard sees 0 before the first problem

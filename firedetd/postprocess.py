@@ -15,6 +15,7 @@ import numpy as np
 
 from .clock import monotonic_ns, wall_ns
 from .incidents import ALERT_KINDS, CameraTracker
+from .region import half_peak_region, in_frame
 from .signal_quality import PROBLEMS, DegradedMonitor
 from .types import ESCALATED, RAISED, Alert
 
@@ -91,6 +92,8 @@ class Postprocessor(threading.Thread):
         self.camera_detection = dict(camera_detection or {})
         self.on_camera_problem = on_camera_problem   # (camera, reason or None) when a camera degrades or recovers
         self.trackers = {}
+        self.maps = {}      # camera -> class activation map smoothed like the probabilities (models with a map)
+        self.crops = {}     # camera -> its cameras[].crop (None: whole frame), set as each capture starts
         self.monitors = {}
         self.fps = FpsMeter()
         self.stop_event = threading.Event()
@@ -141,9 +144,27 @@ class Postprocessor(threading.Thread):
         else:
             change = frame.signal.change if frame.signal is not None else None
             events = tracker.update(prediction.probs, frame.pts_ns, detection, change)
+            self._smooth_map(frame.camera, prediction.cam, detection.smoothing_alpha)
             self._observe(prediction, tracker)
         for kind, state in events:
             self._emit(tracker, kind, state, prediction, detection)
+
+    def _smooth_map(self, camera, cam, alpha):
+        """The same exponential smoothing as the probabilities, so the region follows the fire the score follows
+        and one frame's glare does not move it."""
+        if cam is None:
+            return
+        previous = self.maps.get(camera)
+        self.maps[camera] = cam if previous is None or previous.shape != cam.shape else (
+            alpha * cam + (1.0 - alpha) * previous)
+
+    def region_of(self, camera, kind):
+        """(x, y, w, h) as shares of the camera's frame where the smoothed map of `kind` is strong, or None."""
+        smoothed = self.maps.get(camera)
+        if smoothed is None:
+            return None
+        region = in_frame(half_peak_region(smoothed[self.spec.label_index(kind)]), self.crops.get(camera))
+        return tuple(round(float(v), 4) for v in region)
 
     def detection_for(self, camera):
         """The camera's detection settings: its own overrides (cameras[].detection) over the global ones."""
@@ -203,7 +224,7 @@ class Postprocessor(threading.Thread):
                       started_ns=incident.started_wall_ns, event_ns=wall_ns(),
                       score=round(tracker.score(kind), 4), peak_score=round(incident.peak, 4),
                       frame_seq=frame.seq, latency_ms=round((prediction.decided_ns - frame.captured_ns) / 1e6, 2),
-                      model=self.model_name, snapshot_jpeg=snapshot)
+                      model=self.model_name, snapshot_jpeg=snapshot, region=self.region_of(frame.camera, kind))
         self.metrics.alert_events.labels(frame.camera, kind, state).inc()
         if state == RAISED:
             self.metrics.alerts_raised.labels(frame.camera, kind).inc()

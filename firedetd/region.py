@@ -37,3 +37,12 @@ def half_peak_region(class_map: np.ndarray) -> Tuple[float, float, float, float]
     x0, x1 = cols.min() / float(width), (cols.max() + 1) / float(width)
     y0, y1 = rows.min() / float(height), (rows.max() + 1) / float(height)
     return x0, y0, x1 - x0, y1 - y0
+
+
+def in_frame(region: Tuple[float, float, float, float], crop=None) -> Tuple[float, float, float, float]:
+    """A region in shares of the model's view as shares of the whole frame, when the view is a crop
+    (cameras[].crop: x, y, width, height as shares of the frame)."""
+    if crop is None:
+        return region
+    x, y, w, h = region
+    return crop.x + x * crop.width, crop.y + y * crop.height, w * crop.width, h * crop.height

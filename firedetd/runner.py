@@ -79,13 +79,13 @@ class EngineRunner(threading.Thread):
         unusable skip the engine (a covered camera costs nothing) and go on with no probabilities."""
         usable = [f for f in frames if f.usable]
         started = monotonic_ns()
-        probs = []
+        probs, maps = [], []
         if usable:
             try:
-                probs = self._infer_views(usable)
+                probs, maps = self._infer_views(usable)
             except Exception as e:
                 self._note_failure(e, usable)
-                usable, probs = [], []
+                usable, probs, maps = [], [], []
         done = monotonic_ns()
         if usable:
             self._failures = 0
@@ -93,20 +93,21 @@ class EngineRunner(threading.Thread):
             self.metrics.engine_seconds.observe(engine_s)
             self.metrics.batch_size.observe(len(usable))
         per_frame_ms = (done - started) / 1e6 / max(1, len(usable))
-        decided = dict(zip((id(f) for f in usable), probs))
+        decided = dict(zip((id(f) for f in usable), zip(probs, maps)))
         for frame in frames:
             if frame.usable and id(frame) not in decided:
                 continue  # the engine failed on it: counted and logged above
-            row = decided.get(id(frame))
+            row, cam = decided.get(id(frame), (None, None))
             self.prediction_queue.put(Prediction(frame=frame, probs=row, engine_ms=per_frame_ms if row else 0.0,
-                                                 decided_ns=done))
+                                                 decided_ns=done, cam=cam))
         self.processed += len(usable)
         self.last_decision_ns = done
 
     def _infer_views(self, frames):
-        """Probabilities per frame: each frame's whole view and its tiles (if any) go through the engine in
-        batches of at most engine.max_batch; a frame with tiles takes, for every class but the last (`none`),
-        its highest probability over the views, and for `none` its lowest."""
+        """Probabilities and class activation map (or None) per frame: each frame's whole view and its tiles (if
+        any) go through the engine in batches of at most engine.max_batch; a frame with tiles takes, for every
+        class but the last (`none`), its highest probability over the views, and for `none` its lowest. The map is
+        the whole view's."""
         images, owner = [], []
         for index, frame in enumerate(frames):
             images.append(frame.image)
@@ -115,12 +116,23 @@ class EngineRunner(threading.Thread):
                 images.extend(frame.tiles)
                 owner.extend([index] * len(frame.tiles))
         step = max(1, self.engine.max_batch)
-        rows = np.concatenate([to_probabilities(self.engine.infer(self.preprocess(images[i:i + step])),
-                                                self.spec.output.kind) for i in range(0, len(images), step)])
+        outputs = [self._run_engine(self.preprocess(images[i:i + step])) for i in range(0, len(images), step)]
+        rows = to_probabilities(np.concatenate([logits for logits, _ in outputs]), self.spec.output.kind)
+        whole_view = [owner.index(index) for index in range(len(frames))]
+        maps = [None] * len(frames)
+        if all(cam is not None for _, cam in outputs):
+            cams = np.concatenate([cam for _, cam in outputs])
+            maps = [cams[i] for i in whole_view]
         if len(rows) == len(frames):
-            return [tuple(float(p) for p in row) for row in rows]
+            return [tuple(float(p) for p in row) for row in rows], maps
         return [combine_views(rows[[i for i, o in enumerate(owner) if o == index]], self.none_index)
-                for index in range(len(frames))]
+                for index in range(len(frames))], maps
+
+    def _run_engine(self, batch):
+        """(outputs, map or None); engines without infer_with_map (older plug-ins, test doubles) give no map."""
+        if getattr(self.spec, "cam", None) is None or not hasattr(self.engine, "infer_with_map"):
+            return self.engine.infer(batch), None
+        return self.engine.infer_with_map(batch)
 
     def _note_failure(self, error, frames):
         self._failures += 1

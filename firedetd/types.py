@@ -42,12 +42,14 @@ class Frame:
 class Prediction:
     """The engine's class probabilities for one frame (order = the model spec's labels); None for a frame the
     signal gate found unusable, which never reaches the engine. With tiles, each alerting class's probability is
-    its highest over the whole view and the tiles."""
+    its highest over the whole view and the tiles. `cam` is the whole view's class activation map (classes, h, w)
+    float32 when the model has one (modelspec.MapSpec), else None."""
 
     frame: Frame
     probs: Optional[Tuple[float, ...]]
     engine_ms: float
     decided_ns: int
+    cam: Optional[np.ndarray] = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,9 @@ class Alert:
     latency_ms: float          # capture -> decision for the frame that produced this event
     model: str
     snapshot_jpeg: Optional[bytes] = field(default=None, repr=False)
+    # (x, y, w, h) as shares of the frame: where the smoothed class activation map of `kind` is strong
+    # (region.half_peak_region); None when the model has no map
+    region: Optional[Tuple[float, float, float, float]] = None
 
     @property
     def event_key(self):

@@ -5,10 +5,12 @@ import queue
 
 import cv2
 import numpy as np
+import pytest
 
 from firedetd.config import (
     CameraDetectionConfig,
     CameraThresholds,
+    CropConfig,
     DetectionConfig,
     MotionConfig,
     SignalConfig,
@@ -121,3 +123,43 @@ def test_a_camera_with_its_own_thresholds_is_decided_with_them(spec):
     feed(post, [FIRE] * 5, camera="fireplace")
     feed(post, [FIRE] * 5, camera="garage")
     assert [(a.camera, a.state) for a in writer.alerts] == [("garage", RAISED)]
+
+
+def fire_map(rows, cols):
+    """A (3, 7, 7) map in logit units, all negative, with the fire class strong on rows x cols."""
+    cam = np.full((3, 7, 7), -6.0, np.float32)
+    cam[0, rows, cols] = -1.0
+    return cam
+
+
+def feed_maps(post, steps):
+    """One prediction per (probs, map) step."""
+    for i, (probs, cam) in enumerate(steps):
+        frame = Frame("cam", i, i * S // 10, 0, np.zeros((224, 224, 3), np.uint8))
+        post.handle(Prediction(frame, probs, 1.0, decided_ns=1000, cam=cam))
+
+
+def test_alert_region_is_where_the_smoothed_map_of_its_kind_is_strong(spec):
+    writer = RecordingWriter()
+    fire = ThresholdConfig(on=0.6, off=0.4, raise_frames=1, clear_frames=2)
+    post = Postprocessor(spec, detection(smoothing_alpha=0.3, fire=fire), queue.Queue(), writer, Metrics())
+    lower_right, glare = fire_map(slice(4, 7), slice(5, 7)), fire_map(slice(0, 1), slice(0, 1))
+    # the fire sits in the lower right; the frame that raises the alarm (the 4th of fire: smoothed 0.69 > 0.6) has
+    # glare top left, which alone would be the region, and smoothing keeps it out (-4.5 < half way, -4.25)
+    feed_maps(post, [(NONE, lower_right)] * 3 + [(FIRE, lower_right)] * 3 + [(FIRE, glare)])
+    assert [(a.kind, a.state, a.frame_seq) for a in writer.alerts] == [("fire", RAISED, 6)]
+    assert writer.alerts[0].region == pytest.approx((5 / 7, 4 / 7, 2 / 7, 3 / 7), abs=1e-4)
+
+
+def test_alert_region_is_in_shares_of_the_frame_for_a_cropped_camera(spec):
+    writer = RecordingWriter()
+    post = Postprocessor(spec, detection(), queue.Queue(), writer, Metrics())
+    post.crops["cam"] = CropConfig(x=0.5, y=0.25, width=0.5, height=0.5)
+    feed_maps(post, [(FIRE, fire_map(slice(0, 7), slice(0, 7)))] * 4)   # the whole watched region
+    assert writer.alerts[0].region == pytest.approx((0.5, 0.25, 0.5, 0.5))
+
+
+def test_a_model_without_a_map_gives_alerts_without_a_region(spec):
+    writer = RecordingWriter()
+    feed(Postprocessor(spec, detection(), queue.Queue(), writer, Metrics()), [FIRE] * 4)
+    assert writer.alerts[0].region is None

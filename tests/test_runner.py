@@ -77,3 +77,38 @@ def test_tiles_are_decided_with_their_frame_and_a_fire_in_one_tile_is_the_frames
 def test_combining_views_takes_the_highest_alarm_and_the_lowest_none():
     rows = np.array([[0.1, 0.2, 0.7], [0.8, 0.1, 0.1], [0.05, 0.6, 0.35]])
     assert combine_views(rows, 2) == (0.8, 0.6, 0.1)
+
+
+class MapEngine(BrightnessEngine):
+    """BrightnessEngine with a class activation map: each image's brightness in the fire map's cell (row, col)
+    = (its level // 40, 0), so which view's map came back with which frame can be told from the map."""
+
+    def infer_with_map(self, batch):
+        logits = self.infer(batch)
+        cams = np.zeros((len(batch), 3, 7, 7), np.float32)
+        levels = np.rint(batch[:, 0, 0, 0] * 128.0 + 128.0).astype(int)   # undo the shipped spec's (x - 128) / 128
+        for i, level in enumerate(levels):
+            cams[i, 0, min(6, level // 40), 0] = 1.0
+        return logits, cams
+
+
+def test_the_map_of_each_frames_whole_view_travels_with_its_prediction(spec):
+    import dataclasses
+
+    from firedetd.modelspec import MapSpec
+
+    engine = MapEngine(max_batch=2)
+    runner, predictions = runner_with(dataclasses.replace(spec, cam=MapSpec("cam", 7, 7)), engine)
+    tiles = np.full((4, 224, 224, 3), 250, np.uint8)   # tiles bright, the whole view dark: the map is the view's
+    runner.decide([frame(0, 45, tiles=tiles), frame(1, 130), frame(2, 200, reason=DARK)])
+    out = drain(predictions)
+    assert [int(np.argmax(p.cam[0, :, 0])) for p in out[:2]] == [1, 3]
+    assert out[2].cam is None and out[2].probs is None
+
+
+def test_a_spec_without_a_map_never_asks_the_engine_for_one(spec):
+    engine = MapEngine(max_batch=2)
+    engine.infer_with_map = None   # would fail if called
+    runner, predictions = runner_with(spec, engine)
+    runner.decide([frame(0, 45)])
+    assert drain(predictions)[0].cam is None

@@ -639,6 +639,8 @@ def alert_payload(alert: Alert) -> dict:
         elif name in _FLOAT_FIELDS:
             value = float(value)
         payload[name] = value
+    if alert.region is not None:   # only models with a class activation map give one; other payloads stay as they were
+        payload["region"] = [float(v) for v in alert.region]
     return payload
 
 

@@ -3,6 +3,7 @@
 Body (UTF-8 JSON, the same bytes on every retry of one event):
     {"id": event_key, "alert_id", "device", "camera", "kind", "state", "score", "peak_score",
      "started_at", "event_at" (ISO-8601 UTC with ms), "frame_seq", "latency_ms", "model",
+     "region": [x, y, w, h] (only with a model that has a class activation map, docs/cam.md),
      "snapshot": {"content_type": "image/jpeg", "data_base64": ...} or null}
 
 Headers: `Idempotency-Key: <event_key>` (deliveries are at-least-once: a receiver drops repeats by this key),

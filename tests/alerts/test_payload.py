@@ -40,3 +40,27 @@ def test_the_mqtt_payload_and_the_webhook_body_carry_the_same_event_fields(outbo
         mqtt.close()
 
     assert payload == {key: value for key, value in body.items() if key != "snapshot"}
+
+
+def test_a_region_survives_the_outbox_into_the_webhook_body_and_mqtt_payload_only_when_there_is_one(
+        outbox, make_alert, webhook_sink):
+    import dataclasses
+
+    from firedetd.alerts.mqtt import MqttSink
+    from firedetd.config import MqttConfig
+
+    outbox.enqueue(dataclasses.replace(make_alert(5), region=(0.5, 0.25, 0.125, 0.375)), ["hook"])
+    outbox.enqueue(make_alert(6), ["hook"])
+    with_region = outbox.next_pending("hook", FAR_FUTURE)
+    outbox.mark_delivered("hook", with_region["row_id"])
+    without = outbox.next_pending("hook", FAR_FUTURE)
+    assert with_region["id"] == "alert-0005" and without["id"] == "alert-0006"
+
+    body = json.loads(webhook_sink("http://127.0.0.1:9/alerts").encode(with_region).decode("utf-8"))
+    mqtt = MqttSink("mqtt", MqttConfig(host="127.0.0.1", port=9), "device-1", "")
+    try:
+        payload = json.loads(mqtt.encode(with_region).decode("utf-8"))
+    finally:
+        mqtt.close()
+    assert body["region"] == payload["region"] == [0.5, 0.25, 0.125, 0.375]
+    assert "region" not in event_fields(without, "nano-1")   # a model without a map: the body as before
