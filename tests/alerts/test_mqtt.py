@@ -130,6 +130,8 @@ def test_a_late_subscriber_finds_online_the_camera_state_and_home_assistant_disc
     assert len({fire["unique_id"], smoke["unique_id"], fps["unique_id"]}) == 3
 
     sink.deliver(pending_event(outbox, make_alert(3, camera="yard.east", state=CLEARED)))
+    # the state follows the event's acknowledgement, so it reaches the broker just after deliver returns
+    late.wait_for(lambda ms: [m.payload for m in late.on(BASE + "/yard.east/fire")][-1:] == [b"OFF"])
     later = recorder(broker.port, [BASE + "/yard.east/fire"])
     assert later.wait_for(lambda ms: [m.payload for m in ms]) == [b"OFF"]
 
