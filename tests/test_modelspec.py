@@ -18,9 +18,12 @@ def test_spec_matches_the_onnx_graph(spec):
     assert inp.name == spec.input.name
     dims = [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim]
     assert isinstance(dims[0], str) and dims[1:] == [3, spec.input.height, spec.input.width]
-    (out,) = model.graph.output
+    out, cam = model.graph.output
     assert out.name == spec.output.name
     assert out.type.tensor_type.shape.dim[1].dim_value == len(spec.labels)
+    assert cam.name == spec.cam.name
+    assert [d.dim_value for d in cam.type.tensor_type.shape.dim[1:]] == [len(spec.labels), spec.cam.height,
+                                                                         spec.cam.width]
 
 
 def test_every_pad_and_clip_of_the_shipped_graph_reads_constant_initializers(spec):
@@ -103,11 +106,10 @@ def test_unreadable_spec_names_the_file(tmp_path):
         load_spec(str(path))
 
 
-def test_shipped_spec_without_a_map_loads_with_none_and_one_with_it_reads_it(spec, tmp_path):
-    assert spec.cam is None   # written before the map existed; the runtime must keep reading it
+def test_the_shipped_spec_describes_its_map_and_one_without_it_still_loads(spec, tmp_path):
+    assert (spec.cam.name, spec.cam.height, spec.cam.width) == ("cam", 7, 7)
     raw = read_json(spec.spec_path)
-    raw["cam"] = {"name": "cam", "kind": "class_activation_map", "height": 7, "width": 7}
+    del raw["cam"]   # as every spec was written before the map existed
     path = tmp_path / "firedetd.json"
     write_json(path, raw)
-    cam = load_spec(str(path)).cam
-    assert (cam.name, cam.height, cam.width) == ("cam", 7, 7)
+    assert load_spec(str(path)).cam is None

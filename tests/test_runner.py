@@ -107,8 +107,10 @@ def test_the_map_of_each_frames_whole_view_travels_with_its_prediction(spec):
 
 
 def test_a_spec_without_a_map_never_asks_the_engine_for_one(spec):
+    import dataclasses
+
     engine = MapEngine(max_batch=2)
     engine.infer_with_map = None   # would fail if called
-    runner, predictions = runner_with(spec, engine)
+    runner, predictions = runner_with(dataclasses.replace(spec, cam=None), engine)
     runner.decide([frame(0, 45)])
     assert drain(predictions)[0].cam is None

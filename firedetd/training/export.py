@@ -75,7 +75,24 @@ def export_onnx(model: nn.Module, path: Path, size: int = 224, cam: bool = False
     torch.onnx.export(exported, (dummy,), str(path), input_names=[INPUT_NAME],
                       output_names=outputs, dynamic_axes={name: {0: "batch"} for name in [INPUT_NAME] + outputs},
                       opset_version=OPSET, do_constant_folding=True, dynamo=False)
+    if cam:
+        set_output_dims(path, CAM_NAME, class_map_size(model, size))
     return fold_constants(path)
+
+
+def set_output_dims(path: Path, name: str, spatial: tuple[int, int]) -> None:
+    """Write the map's fixed (h, w) into the graph's description of output `name`. torch.onnx (2.x, TorchScript
+    exporter) declares the Conv output's height with the batch axis's symbol and its width with a fresh one; ONNX
+    Runtime infers the true shape anyway, but a TensorRT parser or a reader of the file should not be told that the
+    height varies with the batch."""
+    import onnx
+
+    model = onnx.load(str(path))
+    (output,) = [o for o in model.graph.output if o.name == name]
+    for dim, value in zip(output.type.tensor_type.shape.dim[2:], spatial):
+        dim.Clear()
+        dim.dim_value = int(value)
+    onnx.save(model, str(path))
 
 
 def class_map_size(model: nn.Module, size: int = 224) -> tuple[int, int]:

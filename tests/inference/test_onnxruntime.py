@@ -93,20 +93,43 @@ def test_spec_input_size_disagreeing_with_the_model_is_refused(spec, tmp_path):
         engine_for(load_spec(path))
 
 
-def test_shipped_spec_without_a_map_runs_and_returns_no_map(spec):
-    batch = Preprocessor(spec.input)([np.full((224, 224, 3), 90, np.uint8)])
+def test_shipped_engine_returns_a_map_that_averages_to_the_logits_it_returns_anyway(spec):
+    rng = np.random.RandomState(2)
+    batch = Preprocessor(spec.input)([cv2.GaussianBlur(rng.randint(0, 256, (224, 224, 3)).astype(np.uint8),
+                                                       (0, 0), 3) for _ in range(3)])
     engine = engine_for(spec)
     logits, cam = engine.infer_with_map(batch)
+    assert cam.shape == (3, 3, 7, 7) and cam.dtype == np.float32
+    assert np.abs(cam.mean(axis=(2, 3)) - logits).max() < 1e-4
+    assert np.abs(engine.infer(batch) - logits).max() < 1e-6   # fetching the map changes no probability
+
+
+def test_a_spec_without_a_map_runs_the_same_model_and_returns_no_map(spec, tmp_path):
+    path = copy_engines(tmp_path, spec)
+    raw = read_json(path)
+    del raw["cam"]   # a spec written before the map existed
+    write_json(path, raw)
+    batch = Preprocessor(spec.input)([np.full((224, 224, 3), 90, np.uint8)])
+    logits, cam = engine_for(load_spec(path)).infer_with_map(batch)
     assert cam is None
-    assert np.array_equal(logits, engine.infer(batch))
+    assert np.abs(logits - engine_for(spec).infer(batch)).max() < 1e-6
 
 
 def test_spec_naming_a_map_the_model_lacks_is_refused(spec, tmp_path):
     path = copy_engines(tmp_path, spec)
     raw = read_json(path)
-    raw["cam"] = {"name": "cam", "height": 7, "width": 7}
+    raw["cam"]["name"] = "heatmap"
     write_json(path, raw)
-    with pytest.raises(ModelError, match="model has no output 'cam' .* under 'cam'"):
+    with pytest.raises(ModelError, match="model has no output 'heatmap' .* under 'cam'"):
+        engine_for(load_spec(path))
+
+
+def test_spec_with_another_map_size_is_refused(spec, tmp_path):
+    path = copy_engines(tmp_path, spec)
+    raw = read_json(path)
+    raw["cam"]["height"] = 14
+    write_json(path, raw)
+    with pytest.raises(ModelError, match=r"output 'cam' has shape .* says \[N, 3, 14, 7\]"):
         engine_for(load_spec(path))
 
 

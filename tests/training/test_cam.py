@@ -25,6 +25,7 @@ from firedetd.training.export import (  # noqa: E402
     load_checkpoint,
     max_abs_difference,
     sample_images,
+    sha256_of,
 )
 from firedetd.training.models import BACKBONES, build_classifier  # noqa: E402
 
@@ -65,6 +66,8 @@ def test_exported_cam_equals_torch_and_pools_to_the_logits(clean_torch_process, 
 
     graph = onnx.load(str(path)).graph
     assert [o.name for o in graph.output] == ["logits", CAM_NAME]
+    dims = [d.dim_param or d.dim_value for d in graph.output[1].type.tensor_type.shape.dim]
+    assert dims == ["batch", 3, 7, 7]
     assert max_abs_difference(model, path, real_images, CAM_NAME) < 1e-4
     assert max_abs_difference(model, path, real_images) < 1e-4
 
@@ -89,31 +92,48 @@ def test_cam_of_the_shipped_checkpoint_carries_the_folded_temperature(clean_torc
     assert torch.allclose(scaled, unscaled / model.temperature, atol=1e-4)
 
 
-def test_shipped_model_with_cam_gives_the_daemon_the_shipped_engines_logits(clean_torch_process, shipped_with_cam,
-                                                                            real_images, tmp_path):
-    _, spec_path = shipped_with_cam
-    with_cam = load_spec(str(spec_path))
-    shipped = load_spec(str(ROOT / "engines" / "firedetd.json"))
-    assert with_cam.cam is not None and (with_cam.cam.height, with_cam.cam.width) == (7, 7)
-    assert shipped.cam is None
+def spec_for(model_path, base_spec_path, cam):
+    """A copy of a spec naming `model_path`, with or without its 'cam' description."""
+    raw = json.loads(Path(base_spec_path).read_text())
+    raw["files"] = {"fp32": {"path": model_path.name, "sha256": sha256_of(model_path), "precision": "fp32"}}
+    if not cam:
+        raw.pop("cam", None)
+    path = model_path.parent / "firedetd.json"
+    path.write_text(json.dumps(raw))
+    return load_spec(str(path))
 
-    batch = Preprocessor(shipped.input)(list(real_images[:8]))
+
+def test_the_map_leaves_the_daemons_logits_as_the_single_output_export_gives_them(clean_torch_process,
+                                                                                   shipped_with_cam, real_images,
+                                                                                   tmp_path):
+    model, spec_path = shipped_with_cam
+    with_cam = load_spec(str(spec_path))
+    assert with_cam.cam is not None and (with_cam.cam.height, with_cam.cam.width) == (7, 7)
+    (tmp_path / "single").mkdir()
+    single = spec_for(export_onnx(model, tmp_path / "single" / "firedetd.onnx"), spec_path, cam=False)
+    assert single.cam is None   # the export and spec as they were before the map
+
+    batch = Preprocessor(with_cam.input)(list(real_images[:8]))
+    old_logits, no_map = OnnxRuntimeEngine(single, ModelConfig(max_batch=8)).infer_with_map(batch)
     new_engine = OnnxRuntimeEngine(with_cam, ModelConfig(max_batch=8))
-    old_logits = OnnxRuntimeEngine(shipped, ModelConfig(max_batch=8)).infer(batch)
     logits, cam = new_engine.infer_with_map(batch)
+    assert no_map is None and cam.shape == (8, 3, 7, 7)
     assert np.abs(new_engine.infer(batch) - old_logits).max() < 1e-5
     assert np.abs(logits - old_logits).max() < 1e-5
     assert np.abs(to_probabilities(logits, "logits") - to_probabilities(old_logits, "logits")).max() < 1e-6
-    assert cam.shape == (8, 3, 7, 7)
 
-    # the same model file under a spec written before the map existed: loads, runs, fetches no map
-    raw = json.loads(spec_path.read_text())
-    del raw["cam"]
-    shutil.copy(str(spec_path.parent / "firedetd.onnx"), str(tmp_path / "firedetd.onnx"))
-    (tmp_path / "firedetd.json").write_text(json.dumps(raw))
-    old_spec_engine = OnnxRuntimeEngine(load_spec(str(tmp_path / "firedetd.json")), ModelConfig(max_batch=8))
-    logits_only, no_map = old_spec_engine.infer_with_map(batch)
+    # the model with the map under a spec written before the map existed: loads, runs, fetches no map
+    (tmp_path / "old-spec").mkdir()
+    shutil.copy(str(spec_path.parent / "firedetd.onnx"), str(tmp_path / "old-spec" / "firedetd.onnx"))
+    old_spec = spec_for(tmp_path / "old-spec" / "firedetd.onnx", spec_path, cam=False)
+    logits_only, no_map = OnnxRuntimeEngine(old_spec, ModelConfig(max_batch=8)).infer_with_map(batch)
     assert no_map is None and np.abs(logits_only - old_logits).max() < 1e-5
+
+    # engines/ ships this export: its map and logits are the ones computed here
+    shipped = load_spec(str(ROOT / "engines" / "firedetd.json"))
+    shipped_logits, shipped_cam = OnnxRuntimeEngine(shipped, ModelConfig(max_batch=8)).infer_with_map(batch)
+    assert shipped.cam == with_cam.cam
+    assert np.abs(shipped_logits - logits).max() < 1e-5 and np.abs(shipped_cam - cam).max() < 1e-4
 
 
 def test_boxes_are_read_per_photo_of_the_split_and_tested_by_their_edges():
