@@ -31,7 +31,8 @@ from firedetd.training.models import BACKBONES, build_classifier  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared"
-SHIPPED_CHECKPOINT = ROOT / "runs" / "v5-edgetpu" / "best.pt"
+# the weights engines/firedetd.onnx was exported from (runs/v5-edgetpu/best.pt less its optimizer state)
+SHIPPED_CHECKPOINT = ROOT / "engines" / "firedetd.pt"
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +48,7 @@ def real_images():
 def shipped_with_cam(tmp_path_factory):
     """The shipped checkpoint exported with the map, beside a copy of the shipped spec that describes it."""
     if not SHIPPED_CHECKPOINT.is_file():
-        pytest.skip("runs/v5-edgetpu/best.pt (the shipped model's checkpoint) is not in this checkout")
+        pytest.skip("engines/firedetd.pt (the shipped model's checkpoint) is not in this checkout")
     out = tmp_path_factory.mktemp("cam-engines")
     spec_path = export_cam_model(SHIPPED_CHECKPOINT, "edgetpu", out, ROOT / "engines" / "firedetd.json")
     return load_checkpoint(SHIPPED_CHECKPOINT, "edgetpu"), spec_path
