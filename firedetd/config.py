@@ -232,6 +232,10 @@ class SnapshotConfig:
                                  "(height keeps the camera's aspect).",
                         minimum=64, maximum=3840)
     jpeg_quality: int = option(85, doc="JPEG quality of snapshots.", minimum=10, maximum=100)
+    draw_region: bool = option(True, doc="Outline on the snapshot where the model sees the fire or smoke (the "
+                                         "alert's `region`, from the model's class activation map), labelled with "
+                                         "the kind. false: the picture as the camera saw it. A model without a map "
+                                         "draws nothing.")
 
 
 SENSOR_KINDS = ("temperature", "gas", "smoke_detector", "generic")

@@ -40,18 +40,29 @@ def encode_snapshot(frame, snapshot_config, overlays=None):
     return buf.tobytes() if ok else None
 
 
+# outline colours (BGR): what raised the alarm in red, the watched region in cyan, masks in amber
+_OVERLAY_COLOURS = {"fire": (0, 0, 255), "smoke": (0, 0, 255), "watched region": (255, 255, 0)}
+
+
 def draw_overlays(bgr, overlays):
-    """Outline each (name, corners) on a BGR image in place: masks in amber, the watched region in cyan."""
+    """Outline each (name, corners) on a BGR image in place: an alert's region (named by its kind) in red, the
+    watched region in cyan, masks in amber."""
     import cv2
 
     height, width = bgr.shape[:2]
     for name, corners in overlays:
         points = np.array([[int(round(x * (width - 1))), int(round(y * (height - 1)))] for x, y in corners],
                           np.int32)
-        colour = (255, 255, 0) if name == "watched region" else (0, 215, 255)
+        colour = _OVERLAY_COLOURS.get(name, (0, 215, 255))
         cv2.polylines(bgr, [points], True, colour, 2)
         cv2.putText(bgr, name, tuple(int(v) for v in points.min(axis=0) + (4, 14)), cv2.FONT_HERSHEY_SIMPLEX,
                     0.45, colour, 1, cv2.LINE_AA)
+
+
+def region_corners(region):
+    """(x, y, w, h) in shares of the frame -> the four corners draw_overlays outlines."""
+    x, y, w, h = region
+    return [(x, y), (x + w, y), (x + w, y + h), (x, y + h)]
 
 
 class FpsMeter(object):
@@ -219,12 +230,16 @@ class Postprocessor(threading.Thread):
         frame = prediction.frame
         # the picture of the moment an incident opens, and of the moment it becomes fire: what a person deciding
         # whether to call the fire brigade needs to see; ongoing and cleared events carry none
-        snapshot = encode_snapshot(frame, detection.snapshot) if state in (RAISED, ESCALATED) else None
+        region = self.region_of(frame.camera, kind)
+        snapshot = None
+        if state in (RAISED, ESCALATED):
+            outline = [(kind, region_corners(region))] if region and detection.snapshot.draw_region else None
+            snapshot = encode_snapshot(frame, detection.snapshot, outline)
         alert = Alert(id=incident.id, camera=frame.camera, kind=kind, state=state,
                       started_ns=incident.started_wall_ns, event_ns=wall_ns(),
                       score=round(tracker.score(kind), 4), peak_score=round(incident.peak, 4),
                       frame_seq=frame.seq, latency_ms=round((prediction.decided_ns - frame.captured_ns) / 1e6, 2),
-                      model=self.model_name, snapshot_jpeg=snapshot, region=self.region_of(frame.camera, kind))
+                      model=self.model_name, snapshot_jpeg=snapshot, region=region)
         self.metrics.alert_events.labels(frame.camera, kind, state).inc()
         if state == RAISED:
             self.metrics.alerts_raised.labels(frame.camera, kind).inc()

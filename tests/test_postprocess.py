@@ -163,3 +163,23 @@ def test_a_model_without_a_map_gives_alerts_without_a_region(spec):
     writer = RecordingWriter()
     feed(Postprocessor(spec, detection(), queue.Queue(), writer, Metrics()), [FIRE] * 4)
     assert writer.alerts[0].region is None
+
+
+def red_pixels(jpeg):
+    bgr = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    return (bgr[..., 2] > 150) & (bgr[..., 1] < 80) & (bgr[..., 0] < 80)
+
+
+def test_the_snapshot_outlines_the_alerts_region_in_red_unless_told_not_to(spec):
+    lower_right = fire_map(slice(4, 7), slice(5, 7))   # region (5/7, 4/7, 2/7, 3/7) of the (black) frame
+    drawn, plain = RecordingWriter(), RecordingWriter()
+    for writer, draw in ((drawn, True), (plain, False)):
+        config = detection(snapshot=SnapshotConfig(draw_region=draw))
+        feed_maps(Postprocessor(spec, config, queue.Queue(), writer, Metrics()), [(FIRE, lower_right)] * 4)
+    red = red_pixels(drawn.alerts[0].snapshot_jpeg)
+    rows, cols = np.nonzero(red)
+    # the outline runs along the region's edges (x from 5/7 of 224 = 160, y from 4/7 = 128), nowhere top left
+    assert red.sum() > 200 and cols.min() >= 150 and rows.min() >= 120
+    assert not red[:100, :100].any()
+    assert not red_pixels(plain.alerts[0].snapshot_jpeg).any()
+    assert drawn.alerts[0].region == plain.alerts[0].region
