@@ -55,6 +55,20 @@ def shared_dir():
 
 
 @pytest.fixture
+def broker(tmp_path):
+    """A real mosquitto on 127.0.0.1 for this test (tests/support/mqtt_broker.py); skips, with the reason, where
+    mosquitto or paho-mqtt is missing."""
+    from support.mqtt_broker import MOSQUITTO, SKIP_REASON, MosquittoBroker
+
+    if MOSQUITTO is None:
+        pytest.skip(SKIP_REASON)
+    pytest.importorskip("paho.mqtt.client", reason="paho-mqtt is not installed (the mqtt extra)")
+    server = MosquittoBroker(tmp_path / "broker").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
 def spec():
     from firedetd.modelspec import load_spec
 

@@ -8,7 +8,6 @@ import time
 
 import numpy as np
 import pytest
-from support.mqtt_broker import MOSQUITTO, SKIP_REASON, MosquittoBroker
 
 from firedetd.alerts.outbox import Outbox, OutboxWriter
 from firedetd.config import DetectionConfig, SensorBrokerConfig, SensorConfig, ThresholdConfig
@@ -158,16 +157,6 @@ def wait_for(condition, timeout=20):
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.02)
-
-
-@pytest.fixture
-def broker(tmp_path):
-    if MOSQUITTO is None:
-        pytest.skip(SKIP_REASON)
-    pytest.importorskip("paho.mqtt.client", reason="paho-mqtt is not installed (the mqtt extra)")
-    server = MosquittoBroker(tmp_path / "broker").start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

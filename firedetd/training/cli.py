@@ -93,7 +93,7 @@ def add_subcommands(sub) -> None:
     report.set_defaults(func=run_report)
 
     add_federate_subcommands(sub)
-    from ..micro.cli import add_subcommands as add_micro_subcommands  # firedetd-micro (docs/micro.md)
+    from .micro_cli import add_subcommands as add_micro_subcommands  # firedetd-micro (docs/micro.md)
 
     add_micro_subcommands(sub)
 

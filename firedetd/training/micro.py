@@ -5,7 +5,7 @@ Distillation runs from a bank of views made once: each training image gives one 
 augmented 224x224 views (augment.py, the shipped recipe), the teacher scores each at 224, and the view is
 stored at 96x96 for the student. Running the teacher per training step would cost ~10x the student's
 time on these CPUs; a fixed bank of views plus cheap on-line flips and colour jitter keeps training at
-minutes. Conversion to TFLite lives in firedetd/micro/convert.py (its own venv, see docs/micro.md).
+minutes. Conversion to TFLite lives in firedetd/training/micro_convert.py (its own venv, see docs/micro.md).
 """
 
 from __future__ import annotations

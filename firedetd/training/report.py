@@ -14,8 +14,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from ..micro.report import micro_section  # noqa: E402
 from .data import LABELS  # noqa: E402
+from .micro_report import micro_section  # noqa: E402
 from .models import BACKBONES  # noqa: E402
 
 STUDY_BASELINES = (

@@ -23,13 +23,6 @@ BASE = "firedetd/dev-1"
 
 
 @pytest.fixture
-def broker(tmp_path):
-    server = MosquittoBroker(tmp_path / "broker").start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def recorder():
     recorders = []
 

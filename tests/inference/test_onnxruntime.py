@@ -66,6 +66,15 @@ def copy_engines(tmp_path, spec):
     return str(tmp_path / "firedetd.json")
 
 
+def edited_spec(spec, tmp_path, edit):
+    """The shipped spec, copied beside its model into tmp_path with `edit(raw JSON)` applied, loaded."""
+    path = copy_engines(tmp_path, spec)
+    raw = read_json(path)
+    edit(raw)
+    write_json(path, raw)
+    return load_spec(path)
+
+
 def test_truncated_model_file_is_refused_by_hash(spec, tmp_path):
     path = copy_engines(tmp_path, spec)
     onnx = tmp_path / "firedetd.onnx"
@@ -76,21 +85,15 @@ def test_truncated_model_file_is_refused_by_hash(spec, tmp_path):
 
 
 def test_spec_labels_disagreeing_with_the_model_are_refused(spec, tmp_path):
-    path = copy_engines(tmp_path, spec)
-    raw = read_json(path)
-    raw["labels"] = ["fire", "smoke", "none", "steam"]
-    write_json(path, raw)
+    edited = edited_spec(spec, tmp_path, lambda raw: raw.update(labels=["fire", "smoke", "none", "steam"]))
     with pytest.raises(ModelError, match="has 3 classes, but .* lists 4 labels"):
-        engine_for(load_spec(path))
+        engine_for(edited)
 
 
 def test_spec_input_size_disagreeing_with_the_model_is_refused(spec, tmp_path):
-    path = copy_engines(tmp_path, spec)
-    raw = read_json(path)
-    raw["input"]["height"] = raw["input"]["width"] = 256
-    write_json(path, raw)
+    edited = edited_spec(spec, tmp_path, lambda raw: raw["input"].update(height=256, width=256))
     with pytest.raises(ModelError, match=r"has shape .* but .* says \[N, 3, 256, 256\]"):
-        engine_for(load_spec(path))
+        engine_for(edited)
 
 
 def test_shipped_engine_returns_a_map_that_averages_to_the_logits_it_returns_anyway(spec):
@@ -105,32 +108,23 @@ def test_shipped_engine_returns_a_map_that_averages_to_the_logits_it_returns_any
 
 
 def test_a_spec_without_a_map_runs_the_same_model_and_returns_no_map(spec, tmp_path):
-    path = copy_engines(tmp_path, spec)
-    raw = read_json(path)
-    del raw["cam"]   # a spec written before the map existed
-    write_json(path, raw)
+    edited = edited_spec(spec, tmp_path, lambda raw: raw.pop("cam"))   # a spec written before the map existed
     batch = Preprocessor(spec.input)([np.full((224, 224, 3), 90, np.uint8)])
-    logits, cam = engine_for(load_spec(path)).infer_with_map(batch)
+    logits, cam = engine_for(edited).infer_with_map(batch)
     assert cam is None
     assert np.abs(logits - engine_for(spec).infer(batch)).max() < 1e-6
 
 
 def test_spec_naming_a_map_the_model_lacks_is_refused(spec, tmp_path):
-    path = copy_engines(tmp_path, spec)
-    raw = read_json(path)
-    raw["cam"]["name"] = "heatmap"
-    write_json(path, raw)
+    edited = edited_spec(spec, tmp_path, lambda raw: raw["cam"].update(name="heatmap"))
     with pytest.raises(ModelError, match="model has no output 'heatmap' .* under 'cam'"):
-        engine_for(load_spec(path))
+        engine_for(edited)
 
 
 def test_spec_with_another_map_size_is_refused(spec, tmp_path):
-    path = copy_engines(tmp_path, spec)
-    raw = read_json(path)
-    raw["cam"]["height"] = 14
-    write_json(path, raw)
+    edited = edited_spec(spec, tmp_path, lambda raw: raw["cam"].update(height=14))
     with pytest.raises(ModelError, match=r"output 'cam' has shape .* says \[N, 3, 14, 7\]"):
-        engine_for(load_spec(path))
+        engine_for(edited)
 
 
 def read_model_input(path, spec):

@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 import pytest
-from support.mqtt_broker import MOSQUITTO, SKIP_REASON, MosquittoBroker, Recorder
+from support.mqtt_broker import MOSQUITTO, SKIP_REASON, Recorder
 from support.video_files import write_mp4v
 
 from firedetd.micro.runtime import MicroInterpreter
@@ -16,13 +16,6 @@ pytest.importorskip("paho.mqtt.client", reason="paho-mqtt is not installed (the 
 pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason=SKIP_REASON)
 
 DEVICE, CAMERA = "board-1", "porch"
-
-
-@pytest.fixture
-def broker(tmp_path):
-    server = MosquittoBroker(tmp_path / "broker").start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

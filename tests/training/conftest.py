@@ -7,8 +7,11 @@ torch 2.13). The daemon never imports torch, so only a test session that mixes b
 """
 
 import sys
+from pathlib import Path
 
 import pytest
+
+SHARED = Path(__file__).resolve().parents[3] / "shared"
 
 
 @pytest.fixture
@@ -16,3 +19,15 @@ def clean_torch_process():
     if "gi" in sys.modules:
         pytest.skip("GStreamer's PyGObject is loaded in this process; torch.onnx.export aborts next to it "
                     "(run tests/training in its own pytest process, as scripts/test.sh does)")
+
+
+@pytest.fixture(scope="module")
+def real_images():
+    """Four validation images of each class, as the daemon would see them (RGB, 224x224)."""
+    from firedetd.training.export import sample_images
+
+    data = SHARED / "data" / "fire-smoke"
+    if not data.is_dir() or not (SHARED / "weights").is_dir():
+        pytest.skip("../shared/data and ../shared/weights are not beside this checkout")
+    images, _ = sample_images(data, "val", per_class=4)
+    return images

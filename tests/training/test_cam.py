@@ -24,7 +24,6 @@ from firedetd.training.export import (  # noqa: E402
     export_onnx,
     load_checkpoint,
     max_abs_difference,
-    sample_images,
     sha256_of,
 )
 from firedetd.training.models import BACKBONES, build_classifier  # noqa: E402
@@ -33,15 +32,6 @@ ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared"
 # the weights engines/firedetd.onnx was exported from (runs/v5-edgetpu/best.pt less its optimizer state)
 SHIPPED_CHECKPOINT = ROOT / "engines" / "firedetd.pt"
-
-
-@pytest.fixture(scope="module")
-def real_images():
-    data = SHARED / "data" / "fire-smoke"
-    if not data.is_dir() or not (SHARED / "weights").is_dir():
-        pytest.skip("../shared/data and ../shared/weights are not beside this checkout")
-    images, _ = sample_images(data, "val", per_class=3)
-    return images
 
 
 @pytest.fixture(scope="module")

@@ -10,19 +10,10 @@ import pytest
 torch = pytest.importorskip("torch", reason="training needs torch (the train extra, Python 3.8+)")
 onnx = pytest.importorskip("onnx", reason="the onnx package comes with the train extra")
 
-from firedetd.training.export import export_onnx, max_abs_difference, sample_images  # noqa: E402
+from firedetd.training.export import export_onnx, max_abs_difference  # noqa: E402
 from firedetd.training.models import BACKBONES, build_classifier  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[3] / "shared"
-
-
-@pytest.fixture(scope="module")
-def real_images():
-    data = SHARED / "data" / "fire-smoke"
-    if not data.is_dir() or not (SHARED / "weights").is_dir():
-        pytest.skip("../shared/data and ../shared/weights are not beside this checkout")
-    images, _ = sample_images(data, "val", per_class=4)
-    return images
 
 
 @pytest.mark.parametrize("backbone", sorted(BACKBONES))

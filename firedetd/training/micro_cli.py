@@ -9,7 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
-from . import MICRO_DIR, SPEC_NAME
+from ..micro import MICRO_DIR, SPEC_NAME
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "fire-smoke"
@@ -65,7 +65,7 @@ def add_subcommands(sub) -> None:
 
 
 def run_train_micro(args: argparse.Namespace) -> int:
-    from ..training.micro import MicroTrainConfig, train_micro
+    from .micro import MicroTrainConfig, train_micro
 
     pretrained = args.pretrained if str(args.pretrained) not in ("", ".") else None
     result = train_micro(MicroTrainConfig(data=args.data, out=args.out, teacher=args.teacher, epochs=args.epochs,
@@ -78,8 +78,8 @@ def run_train_micro(args: argparse.Namespace) -> int:
 
 def run_export_micro(args: argparse.Namespace) -> int:
     if args.c_only:
-        from . import load_micro_spec
-        from .carray import write_c_array
+        from ..micro import load_micro_spec
+        from ..micro.carray import write_c_array
 
         for path in write_c_array(load_micro_spec(str(args.out / SPEC_NAME)), str(args.out)):
             print(path)
@@ -87,7 +87,7 @@ def run_export_micro(args: argparse.Namespace) -> int:
     if args.checkpoint is None:
         raise SystemExit("firedetd export-micro: give a checkpoint, or --c-only")
     try:
-        from .convert import export_micro
+        from .micro_convert import export_micro
     except ImportError as e:
         raise SystemExit(f"firedetd export-micro needs the converter venv (docs/micro.md): {e}")
     export_micro(args.checkpoint, args.data, args.out, args.calibration_images, args.version)
@@ -95,9 +95,9 @@ def run_export_micro(args: argparse.Namespace) -> int:
 
 
 def run_micro_eval(args: argparse.Namespace) -> int:
-    from . import load_micro_spec
-    from .estimate import estimate_latency_ms
-    from .evaluate import evaluate_split, evaluate_videos, write_results
+    from ..micro import load_micro_spec
+    from ..micro.estimate import estimate_latency_ms
+    from .micro_evaluate import evaluate_split, evaluate_videos, write_results
 
     spec = load_micro_spec(str(args.spec))
     results = {"model": {"name": spec.name, "version": spec.version, "tflite_bytes": len(spec.model_bytes()),
@@ -118,9 +118,9 @@ def run_micro_eval(args: argparse.Namespace) -> int:
 def run_micro_simulate(args: argparse.Namespace) -> int:
     from ..alerts.mqtt import MqttSink
     from ..config import MqttConfig, build_config
-    from . import load_micro_spec
-    from .runtime import MicroInterpreter
-    from .simulate import BoardSimulator, run_video
+    from ..micro import load_micro_spec
+    from ..micro.runtime import MicroInterpreter
+    from ..micro.simulate import BoardSimulator, run_video
 
     spec = load_micro_spec(str(args.spec))
     sink = MqttSink("mqtt", MqttConfig(host=args.mqtt_host, port=args.mqtt_port), args.device, "", (args.camera,))

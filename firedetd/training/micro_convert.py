@@ -23,11 +23,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..training import augment as A
-from ..training.data import LABELS, list_split, read_rgb
-from ..training.micro import MICRO_SIZE, load_micro, micro_view
-from . import ARENA_BUDGET_BYTES, FLASH_BUDGET_BYTES, SPEC_NAME, load_micro_spec
-from .carray import write_c_array
+from ..micro import ARENA_BUDGET_BYTES, FLASH_BUDGET_BYTES, SPEC_NAME, load_micro_spec
+from ..micro.carray import write_c_array
+from . import augment as A
+from .data import LABELS, list_split, read_rgb
+from .micro import MICRO_SIZE, load_micro, micro_view
 
 TFLITE_NAME = "firedetd-micro.tflite"
 PYTORCH_NAME = "firedetd-micro.pt"
@@ -152,7 +152,7 @@ def export_micro(checkpoint: Path, data_root: Path, out_dir: Path, calibration_i
                  version: str = "1") -> dict:
     """Convert a trained student to engines/micro/: the .tflite, its spec (with the arena TFLM needs) and the
     C array. Returns the spec as written."""
-    from .runtime import minimum_arena
+    from ..micro.runtime import minimum_arena
 
     torch.set_num_threads(1)
     model = load_micro(checkpoint)

@@ -10,15 +10,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..training.data import LABELS, list_split, read_rgb
-from ..training.evaluate import classification_metrics
-from . import dequantize_output, quantize_frame, softmax
-from .runtime import LiteRTInterpreter, MicroInterpreter
+from ..micro import dequantize_output, quantize_frame, softmax
+from ..micro.runtime import LiteRTInterpreter, MicroInterpreter
+from .data import LABELS, list_split, read_rgb
+from .evaluate import classification_metrics
 
 
 def split_frames(data_root: Path, split: str, limit_per_class: int = 0):
     """A split's images as full RGB frames (the board's quantize_frame does the resizing) and their labels."""
-    from ..training.train import limit_per_class as limit
+    from .train import limit_per_class as limit
 
     samples = limit(list_split(data_root, split), limit_per_class)
     return samples, [read_rgb(s.path) for s in samples], np.array([s.label for s in samples])
@@ -36,8 +36,8 @@ def torch_logits(checkpoint: Path, spec, frames) -> np.ndarray:
     """The float student on the same 96x96 frames (what the INT8 model is compared against)."""
     import torch
 
-    from ..training.micro import load_micro
-    from . import resize_frame
+    from ..micro import resize_frame
+    from .micro import load_micro
 
     model = load_micro(checkpoint)
     with torch.no_grad():
@@ -99,7 +99,7 @@ def evaluate_videos(spec, videos: list[str], decide_fps: float = 5.0) -> list[di
     """Each labelled video through the board simulator (TFLM, the daemon's default detection settings)."""
     from ..config import build_config
     from ..evaluation import read_truth, truth_beside, video_fps_and_frames
-    from .simulate import BoardSimulator, run_video
+    from ..micro.simulate import BoardSimulator, run_video
 
     detection = build_config({}, {}).detection
     reports = []
